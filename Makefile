@@ -1,0 +1,35 @@
+# `make test` and `make serve` set themselves up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch that lies on the dev/CI machines; an unpinned torch pulls a CUDA build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test lint demo-model bench-train clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[dev]" "$(TORCH)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check training exporters service tests
+
+# Rebuilds models/demo/ from this repo (about 25 min on 2 CPU cores).
+demo-model: setup
+	$(VENV)/bin/lawm build-demo --out models/demo
+
+bench-train: setup
+	$(VENV)/bin/lawm bench train --config demo --json docs/benchmarks/train.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,206 @@
+"""PyAV decoding: probing, frame selection at a target fps, resize/crop, and failures."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datafiles import frame_indices, write_video
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from training.data.video import (
+    UnreadableVideo,
+    VideoTooSmall,
+    _Decoded,
+    _sample,
+    decode_all,
+    decode_clip,
+    probe,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_probe_real_samples(samples: dict[str, Path]) -> None:
+    carphone = probe(samples["carphone_pristine"])
+    assert (carphone.width, carphone.height) == (176, 144)
+    assert carphone.fps == pytest.approx(30000 / 1001)
+    assert carphone.duration_s == pytest.approx(4.0, abs=0.05)
+    assert carphone.num_frames == 120
+    bikes = probe(samples["bikes"])
+    assert (bikes.width, bikes.height, bikes.fps, bikes.num_frames) == (640, 272, 25.0, 250)
+    assert bikes.duration_s == pytest.approx(10.0)
+
+
+def test_decode_clip_real_sample(samples: dict[str, Path]) -> None:
+    clip = decode_clip(samples["bikes"], start_s=2.0, frames=6, fps=4.0, size=128)
+    assert clip.shape == (6, 128, 128, 3) and clip.dtype == np.uint8
+    assert clip.std() > 10  # a real picture, not a blank frame
+    assert np.abs(np.diff(clip.astype(np.int16), axis=0)).mean() > 1  # the scene moves
+
+
+def test_seeking_matches_sequential_decoding(samples: dict[str, Path]) -> None:
+    # bikes has B-frames and keyframes at 0, 1.2, 3.04, 5.48 s...: a clip starting after a
+    # keyframe must equal the same frames decoded from the beginning.
+    everything = decode_all(samples["bikes"], fps=4.0, size=64)
+    assert everything.shape == (40, 64, 64, 3)
+    clip = decode_clip(samples["bikes"], start_s=5.5, frames=4, fps=4.0, size=64)
+    np.testing.assert_array_equal(clip, everything[22:26])
+
+
+@pytest.mark.parametrize(
+    ("start_s", "fps", "expected"),
+    [
+        (0.0, 10.0, [0, 1, 2, 3]),  # the source rate: every frame
+        (0.52, 2.0, [5, 10, 15, 20]),  # nearest to 0.52, 1.02, 1.52, 2.02 s
+        (1.26, 4.0, [13, 15, 18, 20]),  # 1.26, 1.51, 1.76, 2.01 s, across keyframes every 0.5 s
+        (2.84, 4.0, [28, 31, 33, 35]),  # the last target, 3.59 s, is within the last frame (3.5-3.6 s)
+    ],
+)
+def test_decode_clip_picks_nearest_frames(
+    gray_mp4: Path, start_s: float, fps: float, expected: list[int]
+) -> None:
+    clip = decode_clip(gray_mp4, start_s=start_s, frames=4, fps=fps, size=32)
+    assert frame_indices(clip) == expected
+
+
+@settings(max_examples=200, deadline=None, database=None)  # no .hypothesis folder in the repo
+@given(
+    src_fps=st.floats(1.0, 60.0),
+    n_src=st.integers(1, 80),
+    fps=st.floats(0.5, 30.0),
+    start_frac=st.floats(0.0, 1.0),
+    count=st.integers(1, 12),
+)
+def test_sampling_picks_the_nearest_frame(
+    src_fps: float, n_src: int, fps: float, start_frac: float, count: int
+) -> None:
+    times = [i / src_fps for i in range(n_src)]
+    end = n_src / src_fps
+    start = start_frac * end
+    state = _Decoded(frames=[], end_s=end, error=None)
+    _sample(iter(zip(times, range(n_src), strict=True)), start, 1 / fps, count, np.array, state)
+    targets = [start + i / fps for i in range(count)]
+    covered = [t for t in targets if t < end - 1e-6]  # the video holds times before its end only
+    assert len(state.frames) == len(covered)
+    for target, chosen in zip(covered, state.frames, strict=True):
+        best = min(abs(t - target) for t in times)
+        assert abs(times[int(chosen)] - target) <= best + 1e-9
+
+
+def test_slow_source_repeats_frames(tmp_path: Path) -> None:
+    slow = write_video(tmp_path / "slow.mp4", n=8, fps=2)  # frames at 0, 0.5, 1.0 ... s
+    clip = decode_clip(slow, start_s=0.3, frames=8, fps=8.0, size=32)
+    assert frame_indices(clip) == [1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_decode_all_samples_the_whole_video(gray_mp4: Path) -> None:
+    frames = decode_all(gray_mp4, fps=3.0, size=32)
+    # Targets 0, 1/3, 2/3, ... up to the end of the last frame (3.6 s).
+    assert frame_indices(frames) == [0, 3, 7, 10, 13, 17, 20, 23, 27, 30, 33]
+
+
+@pytest.mark.parametrize(("width", "height"), [(96, 48), (48, 96)])
+def test_short_side_resize_then_centre_crop(tmp_path: Path, width: int, height: int) -> None:
+    def frame(_: int) -> np.ndarray:
+        # Red on the outer quarters of the long side, green in its middle half.
+        rgb = np.zeros((height, width, 3), np.uint8)
+        rgb[..., 0] = 255
+        long = max(width, height)
+        middle = slice(long // 4, 3 * long // 4)
+        if width > height:
+            rgb[:, middle] = (0, 255, 0)
+        else:
+            rgb[middle, :] = (0, 255, 0)
+        return rgb
+
+    video = write_video(tmp_path / "wide.mp4", n=4, width=width, height=height, frame=frame)
+    clip = decode_clip(video, start_s=0.0, frames=2, fps=10.0, size=32)
+    assert clip.shape == (2, 32, 32, 3)
+    # The short side shrinks 48 -> 32 and the crop keeps exactly the green middle half (the
+    # scaler may blend the outermost row or column with the red beyond it).
+    inner = clip[:, 2:-2, 2:-2]
+    assert inner[..., 1].min() > 240 and inner[..., 0].max() < 15
+    assert clip[..., 0].mean() < 15
+
+
+def test_reads_in_memory_files(gray_mp4: Path) -> None:
+    data = io.BytesIO(gray_mp4.read_bytes())
+    data.name = "shard.tar::gray.mp4"
+    assert probe(data).path == "shard.tar::gray.mp4"
+    np.testing.assert_array_equal(decode_clip(data, 1.0, 3, 2.0, 32), decode_clip(gray_mp4, 1.0, 3, 2.0, 32))
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".avi", ".gif"])
+def test_other_containers(tmp_path: Path, suffix: str) -> None:
+    import av
+
+    path = tmp_path / f"v{suffix}"
+    codec = {".webm": "libvpx-vp9", ".mkv": "libx264", ".avi": "mpeg4", ".gif": "gif"}[suffix]
+    pix = "rgb8" if suffix == ".gif" else "yuv420p"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 40, 40, pix
+        for i in range(10):
+            rgb = np.full((40, 40, 3), 20 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    info = probe(path)
+    assert (info.width, info.height, info.fps) == (40, 40, 10.0)
+    clip = decode_clip(path, 0.12, 3, 2.5, 32)  # 0.12, 0.52, 0.92 s: frames 1, 5 and 9
+    assert clip.shape == (3, 32, 32, 3)
+    assert np.abs(clip.reshape(3, -1).mean(axis=1) - [20, 100, 180]).max() < 12
+
+
+def test_too_small_is_refused_with_advice(samples: dict[str, Path]) -> None:
+    with pytest.raises(VideoTooSmall, match=r"176x144.*160x160.*data\.size to 144") as err:
+        decode_clip(samples["carphone_pristine"], 0.0, 2, 4.0, 160)
+    assert isinstance(err.value, UnreadableVideo) and err.value.kind == "too_small"
+    assert "carphone_pristine.mp4" in str(err.value)
+
+
+def test_clip_past_the_end_is_truncated(gray_mp4: Path) -> None:
+    with pytest.raises(UnreadableVideo, match=r"gray\.mp4.*ends at 3\.60s.*3\.75s") as err:
+        decode_clip(gray_mp4, 2.0, 8, 4.0, 32)
+    assert err.value.kind == "truncated"
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "message"),
+    [
+        ("corrupt:random", "corrupt", "not a readable video container"),
+        ("empty", "empty", r"empty \(0 bytes\)"),
+        ("corrupt:half_bikes", "corrupt", "not a readable video container"),
+        ("no_video_stream", "no_video_stream", r"no video stream \(the file holds: audio\)"),
+    ],
+)
+def test_probe_failures_name_the_file_and_reason(
+    bad_files: dict[str, Path], key: str, kind: str, message: str
+) -> None:
+    path = bad_files[key]
+    with pytest.raises(UnreadableVideo, match=message) as err:
+        probe(path)
+    assert err.value.kind == kind
+    assert str(path) in str(err.value)
+
+
+def test_truncated_file_opens_but_fails_to_decode_its_end(bad_files: dict[str, Path]) -> None:
+    cut = bad_files["truncated"]
+    info = probe(cut)  # the header (written first) still promises 4 s
+    assert info.duration_s == pytest.approx(4.0)
+    with pytest.raises(UnreadableVideo, match=r"cut\.mp4: decoding fails at .*truncated or damaged") as err:
+        decode_clip(cut, 0.0, 8, 2.0, 32)  # the last frame, at 3.5 s, lies beyond the cut
+    assert err.value.kind == "truncated"
+    with pytest.raises(UnreadableVideo, match="truncated or damaged"):
+        decode_all(cut, 2.0, 32)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableVideo, match="file not found") as err:
+        probe(tmp_path / "nope.mp4")
+    assert err.value.kind == "missing"

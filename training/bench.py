@@ -1,0 +1,88 @@
+"""`lawm bench train`: training throughput of a config on this machine.
+
+Per stage it times, side by side in one run, (a) fetching a batch of clips with real PyAV
+decoding (no in-memory cache) and (b) one optimisation step on it, and reports medians over
+`repeats` runs of `steps` steps: step time, clips/s end to end and compute-only, and the share of
+time spent decoding video.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from training.config import RunConfig
+from training.data.corpus import build_refs
+from training.data.dataset import VideoClipDataset
+from training.loop import _LossModule, set_trainable, train_step
+from training.models.lam import LatentActionModel
+from training.optim import build_optimizers
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tuple[str, ...] = ("encoder", "lam")) -> dict[str, Any]:
+    torch.manual_seed(cfg.train.seed)
+    refs = build_refs(cfg.data, "train", seed=cfg.train.seed)
+    rows = []
+    for stage in stages:
+        batch = getattr(cfg.train, stage).batch
+        dataset = VideoClipDataset(refs, frames=cfg.data.frames, fps=cfg.data.fps, size=cfg.data.size, seed=cfg.train.seed, clips_per_file=1)
+        clips = iter(dataset)
+        model = LatentActionModel(cfg.model)
+        modules = set_trainable(model, stage)
+        optimizers = build_optimizers(getattr(cfg.train, stage).optim, modules)
+        wrapped = _LossModule(model, stage)
+        decode_times, step_times = [], []
+        for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
+            dataset.set_epoch(repeat)
+            clips = iter(dataset)
+            decode, compute = [], []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                video = torch.stack([next(clips)["video"] for _ in range(batch)])
+                t1 = time.perf_counter()
+                train_step(wrapped, optimizers, video, 1.0)
+                t2 = time.perf_counter()
+                decode.append(t1 - t0)
+                compute.append(t2 - t1)
+            if repeat:
+                decode_times.append(statistics.median(decode))
+                step_times.append(statistics.median(compute))
+        d, c = statistics.median(decode_times), statistics.median(step_times)
+        rows.append(
+            {
+                "stage": stage,
+                "batch": batch,
+                "step_s": c,
+                "decode_s": d,
+                "clips_per_s": batch / (d + c),
+                "compute_clips_per_s": batch / c,
+                "decode_share": d / (d + c),
+            }
+        )
+    return {
+        "benchmark": "train",
+        "config": cfg.name,
+        "machine": machine(),
+        "command": f"lawm bench train --config {cfg.name} --steps {steps} --repeats {repeats}",
+        "steps": steps,
+        "repeats": repeats,
+        "statistic": "median over repeats of the per-repeat median",
+        "rows": rows,
+    }

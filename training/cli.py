@@ -1,0 +1,234 @@
+"""The `lawm` command line: train, eval, bench, data, build-demo.
+
+Known errors (bad config, bad data, bad checkpoint) print one clear message and exit with
+status 2, never a traceback; anything unexpected keeps its traceback (set LAWM_DEBUG=1 to see
+tracebacks for known errors too).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="Train, evaluate and benchmark latent action world models.", no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Evaluate a checkpoint (prints a table; --json writes the figures).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (prints a table; --json writes the figures).", no_args_is_help=True)
+data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.data.sources import DataSourceError
+    from training.data.video import UnreadableVideo
+    from training.loop import TrainingError
+
+    return (ConfigError, CheckpointError, DataSourceError, UnreadableVideo, TrainingError, FileNotFoundError)
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn the project's own errors into one red line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _known_errors() as e:
+            if os.environ.get("LAWM_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {path}")
+
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name in configs/ or a path to a .yaml")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")]
+
+
+# ----------------------------------------------------------------------------- train
+@app.command()
+@friendly_errors
+def train(
+    stage: Annotated[str, typer.Argument(help="encoder | lam | decoder")],
+    config: ConfigOpt = "demo",
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lam.steps=100")] = None,
+    init: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the previous stage's")] = None,
+    resume: Annotated[bool, typer.Option(help="resume from this stage's checkpoint when it exists")] = True,
+    verbose: bool = False,
+) -> None:
+    """Train one stage: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer), `decoder`."""
+    from training.config import load_config
+    from training.loop import run_stage
+
+    _setup_logging(verbose)
+    cfg = load_config(config, overrides or [])
+    path = _run_with_progress(cfg, stage, resume=resume, init_from=init)
+    console.print(f"checkpoint: {path}")
+
+
+def _run_with_progress(cfg: Any, stage: str, **kwargs: Any) -> Path:
+    from training.loop import run_stage
+
+    columns = [
+        TextColumn(f"[bold]{stage}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        steps = getattr(cfg.train, stage).steps if hasattr(cfg.train, stage) else 0
+        task = progress.add_task(stage, total=steps, info="")
+
+        def report(step: int, total: int, metrics: dict[str, float]) -> None:
+            info = f"loss {metrics['loss']:.4f}  {metrics['clips_per_s']:.1f} clips/s"
+            progress.update(task, completed=step, total=total, info=info)
+
+        return run_stage(cfg, stage, progress=report, **kwargs)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- data
+@data_app.command("generate")
+@friendly_errors
+def data_generate(
+    out: Annotated[Path, typer.Argument(help="output folder")],
+    clips: int = 96,
+    seed: int = 0,
+) -> None:
+    """Write procedural in-the-wild clips (MP4) and their true motion (motion.jsonl)."""
+    from training.data.generator import GeneratorConfig, generate_corpus
+
+    paths = generate_corpus(out, clips, GeneratorConfig(), seed=seed)
+    console.print(f"wrote {len(paths)} clips and {out / 'motion.jsonl'}")
+
+
+# ----------------------------------------------------------------------------- eval
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or bundled model directory")]
+
+
+@eval_app.command("idm")
+@friendly_errors
+def eval_idm(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
+    """One-step prediction error on held-out real clips: IDM latents vs zero latents."""
+    from training.evaluation.leak import idm_prediction_error
+    from training.evaluation.common import load_model
+
+    result = idm_prediction_error(load_model(checkpoint))
+    print_table("IDM one-step prediction error (held-out real clips, representation L1)", result["rows"])
+    write_json(json_path, result)
+
+
+@eval_app.command("leak")
+@friendly_errors
+def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
+    """Scene-cut test (paper Table 1): ends of two clips swapped; does the error spike at the cut?"""
+    from training.evaluation.common import load_model
+    from training.evaluation.leak import scene_cut_test
+
+    result = scene_cut_test(load_model(checkpoint))
+    print_table("Scene-cut leak test (error at the cut step, representation L1)", result["rows"])
+    write_json(json_path, result)
+
+
+# ----------------------------------------------------------------------------- bench
+@bench_app.command("train")
+@friendly_errors
+def bench_train(
+    config: ConfigOpt = "demo",
+    steps: int = 5,
+    repeats: int = 5,
+    json_path: JsonOpt = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides")] = None,
+) -> None:
+    """Clips/s and step time of a config's LAM and encoder stages; decoding vs compute share."""
+    from training.bench import bench_training
+    from training.config import load_config
+
+    result = bench_training(load_config(config, overrides or []), steps=steps, repeats=repeats)
+    print_table(f"Training throughput ({result['machine']})", result["rows"])
+    write_json(json_path, result)
+
+
+# ----------------------------------------------------------------------------- demo model
+@app.command("build-demo")
+@friendly_errors
+def build_demo(
+    out: Annotated[Path, typer.Option(help="where to write the bundled model")] = Path("models/demo"),
+    config: ConfigOpt = "demo",
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides")] = None,
+) -> None:
+    """Train every stage of a config from scratch, evaluate, and write the bundled model."""
+    from training.bundle import write_bundle
+    from training.config import load_config
+
+    _setup_logging(False)
+    cfg = load_config(config, overrides or [])
+    for stage in ("encoder", "lam"):
+        _run_with_progress(cfg, stage)
+    path = write_bundle(cfg, out)
+    console.print(f"bundled model: {path}")
+
+
+@app.command()
+@friendly_errors
+def info(checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory")]) -> None:
+    """Verify a checkpoint and print its manifest summary."""
+    from training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    m = ckpt.manifest
+    rows = [{"field": k, "value": json.dumps(m.get(k))} for k in ("stage", "step", "trained", "weights_dtype", "git_commit", "metrics")]
+    print_table(f"{checkpoint} (all {len(m['files'])} files verified)", rows)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

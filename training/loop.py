@@ -1,0 +1,325 @@
+"""Training stages: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer on frozen
+states), `decoder` (decoder on frozen states).
+
+Each stage runs in `runs/<name>/<stage>/`: the resolved config (`config.yaml`), a JSONL metrics
+log (`metrics.jsonl`), TensorBoard events when tensorboard is installed, and the checkpoint
+(`checkpoint/`), which always holds every component known so far, so the last stage's
+checkpoint is a complete model. A stage resumes from its own checkpoint when one exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from training import distributed
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.config import RunConfig, StageConfig
+from training.data.corpus import build_refs
+from training.data.dataset import VideoClipDataset
+from training.models.encoder import to_unit_float
+from training.models.lam import LatentActionModel
+from training.models.regularizers import VectorQuantizer
+from training.optim import build_optimizers, lr_factor, set_lr
+
+log = logging.getLogger("lawm.train")
+Stage = Literal["encoder", "lam", "decoder"]
+STAGES: tuple[Stage, ...] = ("encoder", "lam", "decoder")
+# What each stage trains; the rest of the model is frozen (or absent) during it.
+TRAINABLE: dict[str, tuple[str, ...]] = {
+    "encoder": ("encoder", "decoder"),
+    "lam": ("idm", "regularizer", "world_model"),
+    "decoder": ("decoder",),
+}
+# Which earlier stage a stage starts from (its weights are loaded before training).
+PREVIOUS: dict[str, tuple[str, ...]] = {"encoder": (), "lam": ("encoder",), "decoder": ("lam", "encoder")}
+
+
+class TrainingError(RuntimeError):
+    """A stage cannot run as configured; the message says what to do."""
+
+
+def stage_dir(cfg: RunConfig, stage: str) -> Path:
+    return Path(cfg.run_dir) / cfg.name / stage
+
+
+# ----------------------------------------------------------------------------- losses
+def encoder_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Autoencoder loss for the tiny encoder: L1 between decoded and input pixels."""
+    reconstruction = model.decoder(model.encoder(video))  # [B, T, 3, H, W]
+    loss = F.l1_loss(reconstruction, to_unit_float(video))
+    return loss, {"pixel_l1": loss.item()}
+
+
+def lam_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    states = model.encode(video)  # frozen [B, S, N, D]
+    out = model.lam_loss(states)
+    stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
+    stats.update({k: v.item() for k, v in out.stats.items()})
+    return out.loss, stats
+
+
+def decoder_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    with torch.no_grad():
+        states = model.encode(video)
+    loss = F.l1_loss(model.decoder(states), to_unit_float(video))
+    return loss, {"pixel_l1": loss.item()}
+
+
+LOSSES: dict[str, Callable[[LatentActionModel, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]] = {
+    "encoder": encoder_stage_loss,
+    "lam": lam_stage_loss,
+    "decoder": decoder_stage_loss,
+}
+
+
+class _LossModule(nn.Module):
+    """Wraps model + stage loss so DDP sees one forward that returns the loss."""
+
+    def __init__(self, model: LatentActionModel, stage: str) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return LOSSES[self.stage](self.model, video)
+
+
+# ----------------------------------------------------------------------------- the step
+@dataclass
+class StepResult:
+    loss: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def train_step(
+    wrapped: nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    video: torch.Tensor,
+    grad_clip: float,
+    autocast: Any = None,
+) -> StepResult:
+    """One optimisation step on a batch `[B, T, 3, H, W]` (this rank's share)."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    with autocast or nullcontext():
+        loss, stats = wrapped(video)
+    loss.backward()
+    params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
+    if grad_clip > 0:
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    for optimizer in optimizers:
+        optimizer.step()
+    return StepResult(loss.item(), stats)
+
+
+def set_trainable(model: LatentActionModel, stage: str) -> list[tuple[str, nn.Module]]:
+    model.requires_grad_(False)
+    modules = [(name, getattr(model, name)) for name in TRAINABLE[stage]]
+    for _, module in modules:
+        module.requires_grad_(True)
+    model.eval()
+    for _, module in modules:
+        module.train()
+    return modules
+
+
+# ----------------------------------------------------------------------------- data
+def clip_batches(cfg: RunConfig, info: distributed.DistInfo, per_rank_batch: int) -> tuple[Iterator[torch.Tensor], VideoClipDataset]:
+    refs = build_refs(cfg.data, "train", seed=cfg.train.seed)
+    dataset = VideoClipDataset(
+        refs,
+        frames=cfg.data.frames,
+        fps=cfg.data.fps,
+        size=cfg.data.size,
+        seed=cfg.train.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        cache_decoded=cfg.data.cache_decoded,
+        clips_per_file=cfg.data.clips_per_file,
+    )
+    loader = DataLoader(dataset, batch_size=per_rank_batch, num_workers=cfg.data.workers, drop_last=True)
+
+    def forever() -> Iterator[torch.Tensor]:
+        epoch = 0
+        while True:
+            dataset.set_epoch(epoch)
+            got = False
+            for batch in loader:
+                got = True
+                yield batch["video"]
+            if not got:
+                raise TrainingError(
+                    f"one pass over the data gave fewer than {per_rank_batch} clips per rank: add videos, "
+                    "raise data.clips_per_file or lower the batch size"
+                )
+            epoch += 1
+
+    return forever(), dataset
+
+
+# ----------------------------------------------------------------------------- the stage
+def load_previous(cfg: RunConfig, stage: str, model: LatentActionModel, init_from: Path | None) -> list[str]:
+    """Load the weights a stage starts from; returns the components already trained."""
+    candidates = [init_from] if init_from else [stage_dir(cfg, s) / "checkpoint" for s in PREVIOUS[stage]]
+    for path in candidates:
+        if path is not None and Path(path).exists():
+            ckpt = load_checkpoint(path, expected=cfg.model)
+            ckpt.load_into(model)
+            return list(ckpt.manifest.get("trained", []))
+    if stage == "encoder":
+        return []
+    if cfg.model.encoder.source == "tiny":
+        tried = ", ".join(str(p) for p in candidates if p)
+        raise TrainingError(
+            f"stage '{stage}' needs a trained tiny encoder; none found at {tried}. "
+            f"Run `lawm train encoder --config {cfg.name}` first, or pass --init CHECKPOINT"
+        )
+    return ["encoder"]  # vjepa2: frozen and pretrained
+
+
+def run_stage(
+    cfg: RunConfig,
+    stage: Stage,
+    *,
+    resume: bool = True,
+    init_from: Path | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    max_steps: int | None = None,
+) -> Path:
+    """Train one stage; returns the checkpoint directory."""
+    if stage not in STAGES:
+        raise TrainingError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
+    if stage == "encoder" and cfg.model.encoder.source != "tiny":
+        raise TrainingError("stage 'encoder' trains the tiny encoder; a vjepa2 encoder is frozen — train 'decoder' instead")
+    info = distributed.setup()
+    stage_cfg: StageConfig = getattr(cfg.train, stage)
+    if stage_cfg.batch % info.world_size:
+        raise TrainingError(f"train.{stage}.batch={stage_cfg.batch} must divide by the {info.world_size} ranks")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+
+    out = stage_dir(cfg, stage)
+    ckpt_dir = out / "checkpoint"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    model = LatentActionModel(cfg.model)
+    trained = load_previous(cfg, stage, model, init_from)
+    model.to(info.device)
+    modules = set_trainable(model, stage)
+    optimizers = build_optimizers(stage_cfg.optim, modules)
+    start = 0
+    if resume and ckpt_dir.exists():
+        ckpt = load_checkpoint(ckpt_dir, expected=cfg.model)
+        if ckpt.manifest.get("stage") != stage:
+            raise CheckpointError(f"{ckpt_dir} holds stage {ckpt.manifest.get('stage')!r}, not {stage!r}")
+        ckpt.load_into(model)
+        ckpt.load_optimizers(optimizers)
+        start = ckpt.step
+        log.info("resuming %s from step %d", stage, start)
+
+    wrapped: nn.Module = _LossModule(model, stage)
+    if info.enabled:
+        wrapped = DistributedDataParallel(wrapped, find_unused_parameters=False)
+    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and info.device.type == "cuda")
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else None
+
+    per_rank = stage_cfg.batch // info.world_size
+    batches, dataset = clip_batches(cfg, info, per_rank)
+    total = stage_cfg.steps
+    end = min(total, start + max_steps) if max_steps else total
+    metrics_path = out / "metrics.jsonl"
+    writer = _tensorboard(out) if info.is_main else None
+    last: dict[str, float] = {}
+    window_start, window_clips = time.perf_counter(), 0
+    data_time = 0.0
+    for step in range(start, end):
+        set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio))
+        t0 = time.perf_counter()
+        video = next(batches).to(info.device, non_blocking=True)
+        data_time += time.perf_counter() - t0
+        result = train_step(wrapped, optimizers, video, stage_cfg.optim.grad_clip, autocast)
+        window_clips += video.shape[0] * info.world_size
+        if isinstance(model.regularizer, VectorQuantizer) and stage == "lam" and (step + 1) % cfg.model.regularizer.reset_every == 0:
+            with torch.no_grad():
+                samples = model.idm(model.encode(video)).reshape(-1, model.regularizer.raw_dim)
+            result.stats["codes_reset"] = model.regularizer.reset_dead_codes(samples)
+        if (step + 1) % stage_cfg.log_every == 0 or step + 1 == end:
+            elapsed = time.perf_counter() - window_start
+            loss = float(distributed.mean_across_ranks(torch.tensor(result.loss)))
+            last = {
+                "step": step + 1,
+                "loss": loss,
+                **result.stats,
+                "lr_factor": lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio),
+                "clips_per_s": window_clips / max(elapsed, 1e-9),
+                "data_share": data_time / max(elapsed, 1e-9),
+            }
+            window_start, window_clips, data_time = time.perf_counter(), 0, 0.0
+            if info.is_main:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"stage": stage, "time": time.time(), **last}) + "\n")
+                if writer is not None:
+                    for key, value in last.items():
+                        writer.add_scalar(f"{stage}/{key}", value, step + 1)
+            if progress is not None and info.is_main:
+                progress(step + 1, total, last)
+        if info.is_main and ((step + 1) % stage_cfg.checkpoint_every == 0 or step + 1 == end):
+            _save(ckpt_dir, model, cfg, stage, step + 1, trained, last, dataset, optimizers)
+    if end == start and info.is_main and not ckpt_dir.exists():
+        _save(ckpt_dir, model, cfg, stage, end, trained, last, dataset, optimizers)
+    distributed.barrier()
+    if writer is not None:
+        writer.close()
+    return ckpt_dir
+
+
+def _save(
+    ckpt_dir: Path,
+    model: LatentActionModel,
+    cfg: RunConfig,
+    stage: str,
+    step: int,
+    trained: list[str],
+    metrics: dict[str, float],
+    dataset: VideoClipDataset,
+    optimizers: list[torch.optim.Optimizer],
+) -> None:
+    done = sorted(set(trained) | set(TRAINABLE[stage]))
+    stats = dataset.stats
+    save_checkpoint(
+        ckpt_dir,
+        model,
+        components=model.saved_components(),
+        stage=stage,
+        step=step,
+        model_config=cfg.model,
+        run_config=cfg.model_dump(mode="json"),
+        trained=done,
+        metrics=metrics,
+        data={"sources": list(cfg.data.sources), "files": len(dataset.refs), "skipped": stats.to_dict() if hasattr(stats, "to_dict") else str(stats)},
+        optimizers=optimizers,
+    )
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

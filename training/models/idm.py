@@ -1,0 +1,55 @@
+"""Inverse dynamics model g_φ: `(s_t, s_{t+1})` -> latent action z_t ∈ R^128.
+
+PAPER-NOTES §1.3 gives no architecture; we follow its recommendation: a small transformer over
+the concatenated tokens of the two states (with a learned "which step" embedding and 2-D RoPE),
+then an attentive pooler (one learned query) and a linear head. The noisy variant outputs
+mean and log-variance (2 × 128); the regularizer turns the raw output into z.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.config import IdmConfig
+from training.models.modules import Block, CrossAttention, grid_positions, init_weights, rope_tables
+
+
+class InverseDynamicsModel(nn.Module):
+    def __init__(self, cfg: IdmConfig, state_dim: int, grid: int, out_dim: int) -> None:
+        """`out_dim` is latent_dim, or 2·latent_dim for the noisy regularizer (mean, log-variance)."""
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = out_dim
+        self.proj_in = nn.Linear(state_dim, cfg.dim)
+        self.step_embed = nn.Parameter(torch.zeros(2, cfg.dim))  # marks s_t vs s_{t+1}
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, rope_axes=2) for _ in range(cfg.depth))
+        self.query = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pool = CrossAttention(cfg.dim, cfg.heads)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, out_dim)
+        init_weights(self)
+        nn.init.trunc_normal_(self.step_embed, std=0.02)
+        nn.init.trunc_normal_(self.query, std=0.02)
+        positions = grid_positions(1, grid, grid)[:, 1:].repeat(2, 1)  # [2N, 2]: same grid for both steps
+        cos, sin = rope_tables(positions, cfg.dim // cfg.heads)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def pair(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        """One latent per pair: `[M, N, D]` × 2 -> `[M, out_dim]`."""
+        m, n, _ = current.shape
+        x = torch.cat([current, following], dim=1)  # [M, 2N, D]
+        x = self.proj_in(x) + self.step_embed.repeat_interleave(n, dim=0)[None]  # [M, 2N, Di]
+        rope = (self.rope_cos, self.rope_sin)
+        for block in self.blocks:
+            x = block(x, rope=rope)
+        pooled = self.pool(self.query.expand(m, -1, -1), self.norm(x))  # [M, 1, Di]
+        return self.head(pooled[:, 0])  # [M, out_dim]
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """Latents for every consecutive pair: states `[B, T, N, D]` -> `[B, T-1, out_dim]`."""
+        b, t, n, d = states.shape
+        current = states[:, :-1].reshape(b * (t - 1), n, d)
+        following = states[:, 1:].reshape(b * (t - 1), n, d)
+        return self.pair(current, following).reshape(b, t - 1, self.out_dim)

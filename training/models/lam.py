@@ -1,0 +1,69 @@
+"""The latent action model: encoder f_θ, IDM g_φ, regularizer L_z, world model p_ψ, decoder.
+
+`LatentActionModel` only wires the parts together; each lives in its own file. The training
+loss of the LAM stage (PAPER-NOTES §1.2):  L = ‖s_{t+1} − p_ψ(s_{0:t}, z_t)‖₁ + L_z(z_t),
+with z_t = g_φ(s_t, s_{t+1}) and the encoder frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.config import ModelConfig
+from training.models.decoder import FrameCausalDecoder
+from training.models.encoder import FrameCausalEncoder, build_encoder
+from training.models.idm import InverseDynamicsModel
+from training.models.regularizers import Regularizer, build_regularizer
+from training.models.world_model import WorldModel, teacher_forced_loss
+
+# Components and the checkpoint key prefixes they own; the tiny encoder is trained here, a
+# vjepa2 encoder comes from its own snapshot and is never saved in our checkpoints.
+COMPONENTS = ("encoder", "idm", "regularizer", "world_model", "decoder")
+
+
+@dataclass
+class LamOutput:
+    loss: torch.Tensor
+    prediction_loss: torch.Tensor
+    regularizer_loss: torch.Tensor
+    latents: torch.Tensor  # [B, T-1, Z]
+    stats: dict[str, torch.Tensor]
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder: FrameCausalEncoder = build_encoder(cfg.encoder)
+        d, g = self.encoder.dim, self.encoder.grid
+        self.regularizer: Regularizer = build_regularizer(cfg.regularizer, cfg.idm.latent_dim)
+        self.idm = InverseDynamicsModel(cfg.idm, d, g, self.regularizer.raw_dim)
+        self.world_model = WorldModel(cfg.world_model, d, g, cfg.idm.latent_dim)
+        self.decoder = FrameCausalDecoder(
+            cfg.decoder, d, g, cfg.encoder.patch, cfg.encoder.tubelet, cfg.world_model.max_steps
+        )
+
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.idm.latent_dim
+
+    def saved_components(self) -> tuple[str, ...]:
+        return COMPONENTS if self.cfg.encoder.source == "tiny" else COMPONENTS[1:]
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Video `[B, T, 3, H, W]` -> frozen states `[B, T/2, N, D]`."""
+        return self.encoder(video)
+
+    def latent_actions(self, states: torch.Tensor) -> torch.Tensor:
+        """Deterministic latents for inference: states `[B, T, N, D]` -> `[B, T-1, Z]`."""
+        return self.regularizer.latent(self.idm(states))
+
+    def lam_loss(self, states: torch.Tensor) -> LamOutput:
+        """Teacher-forced LAM loss on frozen states `[B, T, N, D]`."""
+        reg = self.regularizer(self.idm(states))  # z [B, T-1, Z]
+        prediction_loss, _ = teacher_forced_loss(self.world_model, states, reg.z)
+        return LamOutput(prediction_loss + reg.loss, prediction_loss, reg.loss, reg.z, reg.stats)
