@@ -113,7 +113,8 @@ class DataConfig(Strict):
     frames: int = 16  # frames per clip
     fps: float = 4.0  # target frame rate
     size: int = 128  # resize short side, then centre crop
-    train_range: tuple[float, float] = (0.0, 0.75)  # usable fraction of each real video (the rest is held out)
+    train_range: tuple[float, float] = (0.0, 0.7)  # usable fraction of the split sample video (the rest is held out)
+    samples_repeat: int = 8  # list each real sample video this many times per epoch (it is a small share otherwise)
     generated_clips: int = 96  # clips the generator writes for "generated"
     generated_dir: str = "runs/data/generated"
     clips_per_file: int = 4  # random clips drawn per file per epoch

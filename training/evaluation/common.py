@@ -8,7 +8,7 @@ import torch
 
 from training.checkpoint import load_checkpoint
 from training.config import DataConfig
-from training.data.corpus import sample_refs
+from training.data.corpus import EVAL_FRAMES, sample_refs
 from training.data.dataset import fixed_clips
 from training.models.lam import LatentActionModel
 
@@ -24,13 +24,13 @@ def load_model(checkpoint: Path | str) -> LatentActionModel:
 
 
 def heldout_videos(model: LatentActionModel, clips_per_file: int = 6, data: DataConfig | None = None) -> dict[str, torch.Tensor]:
-    """Held-out clips of the real sample videos (the part after `train_range`), per video.
+    """Held-out clips of the real sample videos (8 frames = 2 s at 4 fps), per video.
 
     Returns {video name: uint8 `[C, T, 3, H, W]`}.
     """
     cfg = data or DataConfig(size=model.cfg.encoder.image_size)
     out: dict[str, torch.Tensor] = {}
     for ref in sample_refs(cfg, "heldout"):
-        clips = fixed_clips([ref], frames=cfg.frames, fps=cfg.fps, size=cfg.size, clips_per_file=clips_per_file)
+        clips = fixed_clips([ref], frames=EVAL_FRAMES, fps=cfg.fps, size=cfg.size, clips_per_file=clips_per_file)
         out[Path(ref.path).stem] = torch.stack([c["video"] for c in clips])
     return out

