@@ -301,7 +301,7 @@ def _save(
     optimizers: list[torch.optim.Optimizer],
 ) -> None:
     done = sorted(set(trained) | set(TRAINABLE[stage]))
-    stats = dataset.stats
+    stats = dataset.stats  # this process' view; DataLoader workers keep their own counts
     save_checkpoint(
         ckpt_dir,
         model,
@@ -312,7 +312,13 @@ def _save(
         run_config=cfg.model_dump(mode="json"),
         trained=done,
         metrics=metrics,
-        data={"sources": list(cfg.data.sources), "files": len(dataset.refs), "skipped": stats.to_dict() if hasattr(stats, "to_dict") else str(stats)},
+        data={
+            "sources": list(cfg.data.sources),
+            "files": len(dataset.refs),
+            "clips_seen_by_rank0": stats.clips,
+            "skipped": dict(stats.skipped),
+            "skipped_files": list(stats.skipped_files)[:50],
+        },
         optimizers=optimizers,
     )
 

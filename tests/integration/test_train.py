@@ -1,0 +1,132 @@
+"""Training stages end to end on a tiny config and a tiny generated corpus; resume; CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from training.checkpoint import load_checkpoint
+from training.config import RunConfig, config_from_dict
+from training.loop import TrainingError, run_stage
+
+from ..conftest import tiny_config_dict
+
+LAWM = [sys.executable, "-m", "training.cli"]
+
+
+def test_encoder_then_lam_then_decoder(tiny_config: RunConfig) -> None:
+    enc = run_stage(tiny_config, "encoder")
+    lam = run_stage(tiny_config, "lam")
+    dec = run_stage(tiny_config, "decoder")
+    for path, stage in ((enc, "encoder"), (lam, "lam"), (dec, "decoder")):
+        manifest = load_checkpoint(path, expected=tiny_config.model).manifest
+        assert manifest["stage"] == stage and manifest["step"] == 3 - (stage == "decoder")
+    assert load_checkpoint(lam).manifest["trained"] == ["decoder", "encoder", "idm", "regularizer", "world_model"]
+    # the LAM stage froze the encoder: its weights equal the encoder stage's
+    a, b = load_checkpoint(enc).tensors, load_checkpoint(lam).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("world_model."))
+    run_dir = Path(tiny_config.run_dir) / "tiny" / "lam"
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert {"loss", "prediction_l1", "clips_per_s", "data_share"} <= set(logged[-1])
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "tiny"  # resolved config recorded
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_config: RunConfig) -> None:
+    run_stage(tiny_config, "encoder", max_steps=2)  # stops at step 2 (as if killed), checkpoint at 2
+    assert load_checkpoint(Path(tiny_config.run_dir) / "tiny" / "encoder" / "checkpoint").step == 2
+    path = run_stage(tiny_config, "encoder")
+    assert load_checkpoint(path).step == 3
+    steps = [json.loads(x)["step"] for x in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # step 3 ran once, after resuming; nothing was redone
+
+
+def test_lam_without_an_encoder_says_what_to_run(tiny_config: RunConfig) -> None:
+    with pytest.raises(TrainingError, match="lawm train encoder --config tiny"):
+        run_stage(tiny_config, "lam")
+
+
+def test_noisy_and_discrete_regularizers_train(tmp_path: Path, tiny_corpus: Path) -> None:
+    for kind in ("noisy", "discrete"):
+        raw = tiny_config_dict(str(tmp_path / kind), [str(tiny_corpus)], **{"model.regularizer.kind": kind, "model.regularizer.reset_every": 2})
+        cfg = config_from_dict(raw)
+        run_stage(cfg, "encoder")
+        path = run_stage(cfg, "lam")
+        metrics = load_checkpoint(path).manifest["metrics"]
+        assert ("kl" in metrics) if kind == "noisy" else ("codes_used" in metrics)
+
+
+# ----------------------------------------------------------------------------- CLI bad input
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAWM, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def write_config(tmp_path: Path, sources: list[str], **overrides: object) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(str(tmp_path / "runs"), sources, **overrides)))
+    return path
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_cli_unknown_config_key(tmp_path: Path) -> None:
+    result = run_cli("train", "encoder", "--config", "demo", "model.encoder.widht=3")
+    assert_clean_failure(result, "unknown key 'model.encoder.widht'")
+
+
+def test_cli_missing_data_folder(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, [str(tmp_path / "no-such-folder")])
+    assert_clean_failure(run_cli("train", "encoder", "--config", str(cfg)), "no-such-folder does not exist")
+
+
+def test_cli_folder_without_readable_video(tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"")
+    (folder / "b.mp4").write_bytes(b"\x00garbage" * 100)
+    cfg = write_config(tmp_path, [str(folder)])
+    assert_clean_failure(run_cli("train", "encoder", "--config", str(cfg)), "no readable video", "2 files skipped")
+
+
+def test_cli_video_smaller_than_the_crop(tmp_path: Path, tiny_corpus: Path) -> None:
+    cfg = write_config(
+        tmp_path, [str(tiny_corpus)], **{"model.encoder.image_size": 64, "data.size": 64}
+    )  # the corpus is 48 px
+    assert_clean_failure(run_cli("train", "encoder", "--config", str(cfg)), "too_small")
+
+
+def test_cli_truncated_video_is_skipped_not_fatal(tmp_path: Path, tiny_corpus: Path) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for clip in sorted(tiny_corpus.glob("*.mp4"))[:4]:
+        (folder / clip.name).write_bytes(clip.read_bytes())
+    whole = (tiny_corpus / "clip_00005.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    cfg = write_config(tmp_path, [str(folder)], **{"train.encoder.steps": 1})
+    result = run_cli("train", "encoder", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    manifest = load_checkpoint(tmp_path / "runs" / "tiny" / "encoder" / "checkpoint").manifest
+    assert "truncated" in json.dumps(manifest["data"]) or "corrupt" in json.dumps(manifest["data"])
+
+
+def test_cli_checkpoint_from_another_config_and_tampered(tmp_path: Path, tiny_corpus: Path) -> None:
+    cfg = write_config(tmp_path, [str(tiny_corpus)], **{"train.encoder.steps": 1})
+    assert run_cli("train", "encoder", "--config", str(cfg)).returncode == 0
+    ckpt = tmp_path / "runs" / "tiny" / "encoder" / "checkpoint"
+    result = run_cli("train", "lam", "--config", str(cfg), "model.world_model.depth=3", "--init", str(ckpt))
+    assert_clean_failure(result, "model.world_model.depth: expected 3, checkpoint has 2")
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x01")
+    assert_clean_failure(run_cli("info", str(ckpt)), "sha256 mismatch", "model.safetensors")
