@@ -18,7 +18,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 app = typer.Typer(help="Train, evaluate and benchmark latent action world models.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -101,7 +108,6 @@ def train(
 ) -> None:
     """Train one stage: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer), `decoder`."""
     from training.config import load_config
-    from training.loop import run_stage
 
     _setup_logging(verbose)
     cfg = load_config(config, overrides or [])
@@ -155,10 +161,11 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or
 @friendly_errors
 def eval_idm(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
     """One-step prediction error on held-out real clips: IDM latents vs zero latents."""
-    from training.evaluation.leak import idm_prediction_error
     from training.evaluation.common import load_model
+    from training.evaluation.leak import idm_prediction_error
 
     result = idm_prediction_error(load_model(checkpoint))
+    result["command"] = f"lawm eval idm --checkpoint {checkpoint}"
     print_table("IDM one-step prediction error (held-out real clips, representation L1)", result["rows"])
     write_json(json_path, result)
 
@@ -171,6 +178,7 @@ def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOp
     from training.evaluation.leak import scene_cut_test
 
     result = scene_cut_test(load_model(checkpoint))
+    result["command"] = f"lawm eval leak --checkpoint {checkpoint}"
     print_table("Scene-cut leak test (error at the cut step, representation L1)", result["rows"])
     write_json(json_path, result)
 
@@ -212,6 +220,15 @@ def build_demo(
         _run_with_progress(cfg, stage)
     path = write_bundle(cfg, out)
     console.print(f"bundled model: {path}")
+
+
+@app.command()
+def docs(folder: Annotated[Path, typer.Option(help="docs folder")] = Path("docs")) -> None:
+    """Regenerate docs/results.md and docs/benchmarks.md from their committed JSON."""
+    from training.reports import write_docs
+
+    for path in write_docs(folder):
+        console.print(f"wrote {path}")
 
 
 @app.command()

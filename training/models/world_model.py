@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import WorldModelConfig
-from training.models.modules import Attention, Mlp, block_causal_mask, grid_positions, init_weights, rope_tables
+from training.models.modules import (
+    Attention,
+    Mlp,
+    block_causal_mask,
+    grid_positions,
+    init_weights,
+    rope_tables,
+)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

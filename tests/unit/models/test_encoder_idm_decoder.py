@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from training.config import DecoderConfig, EncoderConfig, IdmConfig, ModelConfig
-from training.models import FrameCausalDecoder, InverseDynamicsModel, LatentActionModel, TinyEncoder, VJepa2Encoder
+from training.models import (
+    FrameCausalDecoder,
+    InverseDynamicsModel,
+    LatentActionModel,
+    TinyEncoder,
+    VJepa2Encoder,
+)
 
 ENC = EncoderConfig(image_size=32, patch=8, dim=32, depth=2, heads=2)
 

@@ -1,0 +1,44 @@
+"""The bundled demo model: verified, small, and it shows the paper's two basic properties on
+held-out real clips (recomputed here, not read from the bundle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.checkpoint import load_checkpoint
+from training.config import load_config
+from training.evaluation.common import load_model
+from training.evaluation.leak import idm_prediction_error, scene_cut_test
+
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    if not (DEMO / "manifest.json").exists():
+        pytest.fail("models/demo is missing: rebuild it with `make demo-model`")
+    return load_model(DEMO)
+
+
+def test_demo_bundle_is_verified_small_and_matches_the_demo_config() -> None:
+    ckpt = load_checkpoint(DEMO, expected=load_config("demo").model)  # sha256 + config check
+    assert ckpt.manifest["weights_dtype"] == "float16"
+    size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    assert set(ckpt.manifest["trained"]) >= {"encoder", "decoder", "idm", "world_model"}
+    assert (DEMO / "logs" / "lam.metrics.jsonl").exists()
+
+
+def test_idm_latents_carry_the_action(demo) -> None:
+    result = idm_prediction_error(demo)
+    assert result["reduction"] >= 0.20, result["rows"]
+    recorded = json.loads((DEMO / "evaluation.json").read_text())["idm_prediction_error"]
+    assert recorded["reduction"] == pytest.approx(result["reduction"], rel=1e-4)  # the bundle's figures are reproducible
+
+
+def test_scene_cut_raises_the_error(demo) -> None:
+    result = scene_cut_test(demo)
+    assert result["ratio"] >= 1.5, result["rows"]
