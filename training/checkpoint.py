@@ -186,8 +186,10 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def check_config(manifest: dict[str, Any], expected: ModelConfig, source: Path) -> None:
-    diff = model_config_diff(expected, manifest["model_config"])
+def check_config(
+    manifest: dict[str, Any], expected: ModelConfig, source: Path, components: list[str] | None = None
+) -> None:
+    diff = model_config_diff(expected, manifest["model_config"], components=components)
     if diff:
         raise CheckpointError(
             f"checkpoint {source} was trained with another model config; mismatching fields:\n  "
@@ -242,15 +244,20 @@ class LoadedCheckpoint:
         return True
 
 
-def load_checkpoint(directory: Path | str, expected: ModelConfig | None = None) -> LoadedCheckpoint:
-    """Verify and load a checkpoint directory. Raises `CheckpointError` naming what is wrong."""
+def load_checkpoint(
+    directory: Path | str, expected: ModelConfig | None = None, components: list[str] | None = None
+) -> LoadedCheckpoint:
+    """Verify and load a checkpoint directory. Raises `CheckpointError` naming what is wrong.
+
+    With `components`, only the config fields those components depend on must match (a LAM
+    stage may start from an encoder trained under another regularizer, say)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint {directory} not found (expected a directory holding {MANIFEST_FILE})")
     manifest = read_manifest(directory)
     verify_files(directory, manifest)
     if expected is not None:
-        check_config(manifest, expected, directory)
+        check_config(manifest, expected, directory, components)
     try:
         tensors = load_file(str(directory / MODEL_FILE))
     except Exception as e:  # safetensors raises its own error types for damaged headers

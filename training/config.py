@@ -138,6 +138,10 @@ class OptimConfig(Strict):
     warmup: float = 0.1  # fraction of steps of linear warm-up, then cosine to min_lr_ratio
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
+    # Learning-rate multiplier for the world model's AdaLN modulation layers. They start at zero
+    # (AdaLN-zero), so z reaches the prediction only as fast as they grow; a larger rate lets the
+    # IDM receive a useful gradient before it settles on a constant latent.
+    modulation_lr_mult: float = 1.0
 
 
 class StageConfig(Strict):
@@ -146,6 +150,10 @@ class StageConfig(Strict):
     optim: OptimConfig = OptimConfig()
     log_every: int = 10
     checkpoint_every: int = 200
+    # LAM stage: fraction of the steps over which L_z's weight ramps linearly from 0 to 1. With
+    # AdaLN-zero the world model ignores z at init, so without a ramp the energy term alone shapes
+    # the IDM first and collapses it to a constant latent before z can carry anything.
+    regularizer_warmup: float = 0.0
 
 
 class TrainConfig(Strict):
@@ -238,10 +246,39 @@ def config_from_dict(raw: dict[str, Any], source: str = "(dict)") -> RunConfig:
         raise ConfigError(_format_validation(e, source)) from None
 
 
-def model_config_diff(expected: ModelConfig, found: dict[str, Any], prefix: str = "model") -> list[str]:
-    """Dotted names of the fields whose values differ between two model configs."""
+# The config sections each saved component depends on (a LAM may reuse another run's encoder).
+COMPONENT_SECTIONS = {
+    "encoder": ("encoder",),
+    "decoder": ("encoder", "decoder", "world_model.max_steps"),
+    "idm": ("encoder", "idm", "regularizer.kind"),
+    "regularizer": ("idm.latent_dim", "regularizer.kind", "regularizer.codebook_size"),
+    "world_model": ("encoder", "idm.latent_dim", "world_model"),
+}
+
+
+def _select(tree: dict[str, Any], paths: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in sorted(paths):
+        head, _, rest = path.partition(".")
+        if head not in tree:
+            continue
+        if rest and isinstance(tree[head], dict):
+            out.setdefault(head, {}).update(_select(tree[head], {rest}))
+        else:
+            out[head] = tree[head]
+    return out
+
+
+def model_config_diff(
+    expected: ModelConfig, found: dict[str, Any], prefix: str = "model", components: list[str] | None = None
+) -> list[str]:
+    """Dotted names of the fields whose values differ between two model configs (restricted to
+    what `components` depend on, when given)."""
     out: list[str] = []
     exp = expected.model_dump(mode="json")
+    if components is not None:
+        paths = {p for c in components for p in COMPONENT_SECTIONS.get(c, ())}
+        exp, found = _select(exp, paths), _select(found, paths)
 
     def walk(a: Any, b: Any, key: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from training import distributed
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, check_config, load_checkpoint, save_checkpoint
 from training.config import RunConfig, StageConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
@@ -66,8 +66,9 @@ def encoder_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[t
 
 def lam_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     states = model.encode(video)  # frozen [B, S, N, D]
-    out = model.lam_loss(states)
+    out = model.lam_loss(states, regularizer_weight=getattr(model, "regularizer_weight", 1.0))
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
+    stats["z_batch_std"] = out.latents.detach().reshape(-1, out.latents.shape[-1]).std(0).mean().item()
     stats.update({k: v.item() for k, v in out.stats.items()})
     return out.loss, stats
 
@@ -84,6 +85,12 @@ LOSSES: dict[str, Callable[[LatentActionModel, torch.Tensor], tuple[torch.Tensor
     "lam": lam_stage_loss,
     "decoder": decoder_stage_loss,
 }
+
+
+def regularizer_ramp(step: int, total: int, warmup: float) -> float:
+    """Weight of L_z at `step`: linear from 0 to 1 over `warmup·total` steps, then 1."""
+    ramp = int(warmup * total)
+    return 1.0 if ramp <= 0 else min(1.0, step / ramp)
 
 
 class _LossModule(nn.Module):
@@ -176,9 +183,12 @@ def load_previous(cfg: RunConfig, stage: str, model: LatentActionModel, init_fro
     candidates = [init_from] if init_from else [stage_dir(cfg, s) / "checkpoint" for s in PREVIOUS[stage]]
     for path in candidates:
         if path is not None and Path(path).exists():
-            ckpt = load_checkpoint(path, expected=cfg.model)
-            ckpt.load_into(model)
-            return list(ckpt.manifest.get("trained", []))
+            # only what this stage keeps frozen must match; what it trains starts afresh
+            ckpt = load_checkpoint(path)
+            keep = [c for c in ckpt.manifest.get("trained", []) if c not in TRAINABLE[stage]]
+            check_config(ckpt.manifest, cfg.model, Path(path), keep)
+            ckpt.load_into(model, keep)
+            return keep
     if stage == "encoder":
         return []
     if cfg.model.encoder.source == "tiny":
@@ -250,6 +260,7 @@ def run_stage(
     data_time = 0.0
     for step in range(start, end):
         set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio))
+        model.regularizer_weight = regularizer_ramp(step, total, stage_cfg.regularizer_warmup)
         t0 = time.perf_counter()
         video = next(batches).to(info.device, non_blocking=True)
         data_time += time.perf_counter() - t0

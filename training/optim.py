@@ -45,8 +45,15 @@ def build_optimizers(cfg: OptimConfig, modules: list[tuple[str, nn.Module]]) -> 
         if rest:
             optimizers.append(torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas))
         return optimizers
-    params = [p for _, m in modules for p in m.parameters() if p.requires_grad]
-    return [torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)]
+    modulation, rest = [], []
+    for _, module in modules:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (modulation if "modulation" in name else rest).append(p)
+    groups = [{"params": rest}]
+    if modulation:
+        groups.append({"params": modulation, "lr": cfg.lr * cfg.modulation_lr_mult})
+    return [torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)]
 
 
 def lr_factor(step: int, total: int, warmup: float, min_ratio: float) -> float:

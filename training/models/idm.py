@@ -27,6 +27,9 @@ class InverseDynamicsModel(nn.Module):
         self.query = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pool = CrossAttention(cfg.dim, cfg.heads)
         self.norm = nn.LayerNorm(cfg.dim)
+        # Normalising the pooled token keeps z's spread across clips at unit scale from the start;
+        # without it the freshly initialised pooler emits a near-constant latent (std ~1e-3).
+        self.norm_pooled = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, out_dim)
         init_weights(self)
         nn.init.trunc_normal_(self.step_embed, std=0.02)
@@ -39,13 +42,16 @@ class InverseDynamicsModel(nn.Module):
     def pair(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
         """One latent per pair: `[M, N, D]` × 2 -> `[M, out_dim]`."""
         m, n, _ = current.shape
-        x = torch.cat([current, following], dim=1)  # [M, 2N, D]
+        # The pair enters as (s_t, s_{t+1} − s_t): the same information, but the change is explicit,
+        # so even a freshly initialised IDM emits latents that vary with the motion rather than
+        # with the scene, which the world model already sees (otherwise z collapses early).
+        x = torch.cat([current, following - current], dim=1)  # [M, 2N, D]
         x = self.proj_in(x) + self.step_embed.repeat_interleave(n, dim=0)[None]  # [M, 2N, Di]
         rope = (self.rope_cos, self.rope_sin)
         for block in self.blocks:
             x = block(x, rope=rope)
         pooled = self.pool(self.query.expand(m, -1, -1), self.norm(x))  # [M, 1, Di]
-        return self.head(pooled[:, 0])  # [M, out_dim]
+        return self.head(self.norm_pooled(pooled[:, 0]))  # [M, out_dim]
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """Latents for every consecutive pair: states `[B, T, N, D]` -> `[B, T-1, out_dim]`."""

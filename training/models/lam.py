@@ -62,8 +62,9 @@ class LatentActionModel(nn.Module):
         """Deterministic latents for inference: states `[B, T, N, D]` -> `[B, T-1, Z]`."""
         return self.regularizer.latent(self.idm(states))
 
-    def lam_loss(self, states: torch.Tensor) -> LamOutput:
+    def lam_loss(self, states: torch.Tensor, regularizer_weight: float = 1.0) -> LamOutput:
         """Teacher-forced LAM loss on frozen states `[B, T, N, D]`."""
         reg = self.regularizer(self.idm(states))  # z [B, T-1, Z]
         prediction_loss, _ = teacher_forced_loss(self.world_model, states, reg.z)
-        return LamOutput(prediction_loss + reg.loss, prediction_loss, reg.loss, reg.z, reg.stats)
+        total = prediction_loss + regularizer_weight * reg.loss
+        return LamOutput(total, prediction_loss, reg.loss, reg.z, reg.stats)
