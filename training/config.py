@@ -142,6 +142,9 @@ class OptimConfig(Strict):
     # (AdaLN-zero), so z reaches the prediction only as fast as they grow; a larger rate lets the
     # IDM receive a useful gradient before it settles on a constant latent.
     modulation_lr_mult: float = 1.0
+    # Learning-rate multiplier for the IDM (LAM stage): a slower IDM keeps its latents informative
+    # while the world model learns to read them, instead of shrinking them to a constant.
+    idm_lr_mult: float = 1.0
 
 
 class StageConfig(Strict):
@@ -154,6 +157,10 @@ class StageConfig(Strict):
     # AdaLN-zero the world model ignores z at init, so without a ramp the energy term alone shapes
     # the IDM first and collapses it to a constant latent before z can carry anything.
     regularizer_warmup: float = 0.0
+    # LAM stage: fraction of the steps during which the IDM is held at its initialisation. Its random
+    # latents already vary with the motion; the world model first learns to read them, and only then
+    # does the IDM get a gradient that rewards carrying information (otherwise z collapses early).
+    idm_warmup: float = 0.0
 
 
 class TrainConfig(Strict):

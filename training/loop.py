@@ -259,7 +259,8 @@ def run_stage(
     window_start, window_clips = time.perf_counter(), 0
     data_time = 0.0
     for step in range(start, end):
-        set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio))
+        frozen = ("idm",) if step < stage_cfg.idm_warmup * total else ()
+        set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio), frozen)
         model.regularizer_weight = regularizer_ramp(step, total, stage_cfg.regularizer_warmup)
         t0 = time.perf_counter()
         video = next(batches).to(info.device, non_blocking=True)

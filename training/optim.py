@@ -45,15 +45,17 @@ def build_optimizers(cfg: OptimConfig, modules: list[tuple[str, nn.Module]]) -> 
         if rest:
             optimizers.append(torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas))
         return optimizers
-    modulation, rest = [], []
-    for _, module in modules:
+    groups: dict[str, list[nn.Parameter]] = {"rest": [], "modulation": []}
+    for prefix, module in modules:
         for name, p in module.named_parameters():
             if p.requires_grad:
-                (modulation if "modulation" in name else rest).append(p)
-    groups = [{"params": rest}]
-    if modulation:
-        groups.append({"params": modulation, "lr": cfg.lr * cfg.modulation_lr_mult})
-    return [torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)]
+                group = "modulation" if "modulation" in name else prefix if prefix == "idm" else "rest"
+                groups.setdefault(group, []).append(p)
+    scale = {"modulation": cfg.modulation_lr_mult, "idm": cfg.idm_lr_mult}
+    param_groups = [
+        {"params": params, "lr": cfg.lr * scale.get(name, 1.0), "name": name} for name, params in groups.items() if params
+    ]
+    return [torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)]
 
 
 def lr_factor(step: int, total: int, warmup: float, min_ratio: float) -> float:
@@ -65,8 +67,9 @@ def lr_factor(step: int, total: int, warmup: float, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def set_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+def set_lr(optimizers: list[torch.optim.Optimizer], factor: float, frozen: tuple[str, ...] = ()) -> None:
+    """Scale every group's base rate by `factor`; groups named in `frozen` get rate 0."""
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
-            group["lr"] = group["base_lr"] * factor
+            group["lr"] = 0.0 if group.get("name") in frozen else group["base_lr"] * factor

@@ -130,3 +130,13 @@ def test_cli_checkpoint_from_another_config_and_tampered(tmp_path: Path, tiny_co
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x01")
     assert_clean_failure(run_cli("info", str(ckpt)), "sha256 mismatch", "model.safetensors")
+
+
+def test_lam_may_start_from_an_encoder_trained_under_another_regularizer(tmp_path: Path, tiny_corpus: Path) -> None:
+    sparse = config_from_dict(tiny_config_dict(str(tmp_path / "runs"), [str(tiny_corpus)]))
+    encoder = run_stage(sparse, "encoder")
+    noisy = config_from_dict(
+        tiny_config_dict(str(tmp_path / "runs"), [str(tiny_corpus)], **{"name": "noisy", "model.regularizer.kind": "noisy"})
+    )
+    lam = run_stage(noisy, "lam", init_from=encoder)  # only the frozen encoder's fields must match
+    assert load_checkpoint(lam, expected=noisy.model).manifest["model_config"]["regularizer"]["kind"] == "noisy"

@@ -46,3 +46,10 @@ def test_model_config_diff_names_fields() -> None:
     a = config_from_dict({"model": {"world_model": {"depth": 2}}}).model
     b = config_from_dict({"model": {"world_model": {"depth": 3}}}).model.model_dump(mode="json")
     assert model_config_diff(a, b) == ["model.world_model.depth: expected 2, checkpoint has 3"]
+
+
+def test_component_restricted_diff_ignores_what_a_stage_retrains() -> None:
+    a = config_from_dict({"model": {"regularizer": {"kind": "noisy"}}}).model
+    b = config_from_dict({"model": {"regularizer": {"kind": "sparse"}}}).model.model_dump(mode="json")
+    assert model_config_diff(a, b, components=["encoder", "decoder"]) == []
+    assert model_config_diff(a, b, components=["idm"]) == ["model.regularizer.kind: expected 'noisy', checkpoint has 'sparse'"]

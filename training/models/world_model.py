@@ -68,6 +68,11 @@ class WorldModel(nn.Module):
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, 2 * cfg.dim))
         self.proj_out = nn.Linear(cfg.dim, state_dim)
         init_weights(self)
+        # The model predicts the change s_{t+1} − s_t (the paper does not say which); with the read-out
+        # at zero it starts as the copy baseline, so training goes into the motion — what z explains —
+        # instead of first re-learning to copy the current state.
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
         for block in self.blocks:  # AdaLN-zero: every block starts as the identity
             nn.init.zeros_(block.modulation[1].weight)
             nn.init.zeros_(block.modulation[1].bias)
@@ -91,7 +96,7 @@ class WorldModel(nn.Module):
         for block in self.blocks:
             x = block(x, latents, mask, rope)
         shift, scale = self.final_modulation(latents)[:, :, None, :].chunk(2, dim=-1)
-        return self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
+        return states + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
 
     def step(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """Planner-facing single step: context `[B, T, N, D]` and its latents `[B, T, Z]`
