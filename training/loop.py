@@ -144,7 +144,11 @@ def set_trainable(model: LatentActionModel, stage: str) -> list[tuple[str, nn.Mo
 
 
 # ----------------------------------------------------------------------------- data
-def clip_batches(cfg: RunConfig, info: distributed.DistInfo, per_rank_batch: int) -> tuple[Iterator[torch.Tensor], VideoClipDataset]:
+def clip_batches(
+    cfg: RunConfig, info: distributed.DistInfo, per_rank_batch: int, first_epoch: int = 0
+) -> tuple[Iterator[torch.Tensor], VideoClipDataset]:
+    """Endless batches of this rank's clips. A resumed run starts at another epoch number so it
+    does not replay the clips the run began with."""
     refs = build_refs(cfg.data, "train", seed=cfg.train.seed)
     dataset = VideoClipDataset(
         refs,
@@ -160,7 +164,7 @@ def clip_batches(cfg: RunConfig, info: distributed.DistInfo, per_rank_batch: int
     loader = DataLoader(dataset, batch_size=per_rank_batch, num_workers=cfg.data.workers, drop_last=True)
 
     def forever() -> Iterator[torch.Tensor]:
-        epoch = 0
+        epoch = first_epoch
         while True:
             dataset.set_epoch(epoch)
             got = False
@@ -250,7 +254,7 @@ def run_stage(
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else None
 
     per_rank = stage_cfg.batch // info.world_size
-    batches, dataset = clip_batches(cfg, info, per_rank)
+    batches, dataset = clip_batches(cfg, info, per_rank, first_epoch=start)
     total = stage_cfg.steps
     end = min(total, start + max_steps) if max_steps else total
     metrics_path = out / "metrics.jsonl"

@@ -1,0 +1,58 @@
+"""Backend-agnostic planning over real actions: CEM and MPPI through a world model `step` callable.
+
+The planner never imports the models: callers pass `step(states [B, ...], actions [B, A]) ->
+states [B, ...]` (world model with the controller composed in, on torch, onnxruntime or TensorRT)
+and `cost_fn(final_states [B, ...], goal [...]) -> [B]`. One batched `step` call per horizon step
+carries every candidate of an iteration.
+
+    cfg = preset("droid", seed=3)
+    result = plan(step, get_cost(cfg.cost), state, goal_state, cfg)
+    result.first_action  # [A]
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from training.planning.cem import cem_update, plan_cem
+from training.planning.config import PRESETS, PlannerConfig, preset
+from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
+from training.planning.mppi import mppi_update, plan_mppi
+from training.planning.rollout import CostFn, Plan, StepFn, evaluate, rollout
+
+__all__ = [
+    "PRESETS",
+    "CostFn",
+    "Plan",
+    "PlannerConfig",
+    "StepFn",
+    "cem_update",
+    "evaluate",
+    "get_cost",
+    "l1_cost",
+    "l2_cost",
+    "mppi_update",
+    "pixel_cost",
+    "plan",
+    "plan_cem",
+    "plan_mppi",
+    "preset",
+    "rollout",
+]
+
+
+def plan(
+    step: StepFn,
+    cost_fn: CostFn,
+    initial_state: Tensor,
+    goal: Tensor,
+    cfg: PlannerConfig,
+    *,
+    deadline_at: float | None = None,
+) -> Plan:
+    """Plan with the method named by `cfg.method` ("cem" or "mppi")."""
+    if cfg.method == "cem":
+        return plan_cem(step, cost_fn, initial_state, goal, cfg, deadline_at=deadline_at)
+    if cfg.method == "mppi":
+        return plan_mppi(step, cost_fn, initial_state, goal, cfg, deadline_at=deadline_at)
+    raise ValueError(f"method must be one of ('cem', 'mppi'), got {cfg.method!r}")

@@ -1,0 +1,199 @@
+"""Rolling candidate action sequences through a world model, the shared sampling loop, the result.
+
+The planner sees the world model only as `step(states [B, ...], actions [B, A]) -> states [B, ...]`
+(the controller that maps real actions to latent actions is composed into `step` by the caller), and
+a cost `cost_fn(final_states [B, ...], goal [...]) -> [B]`. Each horizon step is ONE batched call
+holding every candidate of the iteration, so a batching runtime (torch, onnxruntime, TensorRT) sees
+`samples` rows at once and the planner issues exactly `horizon` calls per iteration.
+
+`search` is the loop CEM and MPPI share: sample a Gaussian over [H, A] (or [1, A] repeated for
+straight-line plans), keep the previous mean as sample 0, clip to the action box, evaluate, let the
+method refit the Gaussian, track the best sequence seen, and stop early at the deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from training.planning.config import PlannerConfig
+
+StepFn = Callable[[Tensor, Tensor], Tensor]
+CostFn = Callable[[Tensor, Tensor], Tensor]
+# (mean [R, A], std [R, A], candidates [N, R, A], costs [N], cfg) -> (new mean, new std)
+UpdateFn = Callable[[Tensor, Tensor, Tensor, Tensor, PlannerConfig], tuple[Tensor, Tensor]]
+
+ACTION_DTYPE = torch.float32
+
+
+@dataclass
+class Plan:
+    """The result of one planning call.
+
+    `actions` is the best-scoring sequence evaluated over all iterations (execute `actions[0]`, or
+    more for open-loop use); `mean` is the final Gaussian mean. `cost` is the evaluated cost of
+    `actions` (inf when nothing was evaluated). `evaluations` counts candidate rollouts. `timings`
+    holds seconds: total, step (inside `step` calls), cost (inside `cost_fn` calls); on CUDA these are
+    host-side times. `deadline_hit` is True when fewer than `cfg.iterations` ran because of the
+    deadline. `history[i]` is the lowest cost among iteration i's candidates.
+    """
+
+    actions: Tensor  # [H, A]
+    mean: Tensor  # [H, A]
+    cost: float
+    iterations_run: int
+    evaluations: int
+    timings: dict[str, float]
+    deadline_hit: bool
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def first_action(self) -> Tensor:
+        """The action to execute now (receding horizon). [A]"""
+        return self.actions[0]
+
+
+def _add_time(timings: dict[str, float] | None, key: str, seconds: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + seconds
+
+
+def rollout(
+    step: StepFn, state: Tensor, actions: Tensor, *, timings: dict[str, float] | None = None
+) -> Tensor:
+    """Unroll `step` from one initial state under B action sequences; returns the final states.
+
+    state: [...] (no batch dim), actions: [B, H, A] -> final states [B, ...]. The initial state is
+    broadcast to the batch as an expanded view (no copy): `step` must not write into its input.
+    Seconds spent inside `step` are added to `timings["step"]` when given.
+    """
+    if actions.ndim != 3:
+        raise ValueError(f"actions must be [B, H, A], got shape {tuple(actions.shape)}")
+    batch, horizon, _ = actions.shape
+    states = state.unsqueeze(0).expand(batch, *state.shape)  # [B, ...]
+    for h in range(horizon):
+        a = actions[:, h].contiguous()  # [B, A]; contiguous for runtimes that take raw buffers
+        t0 = time.perf_counter()
+        states = step(states, a)
+        _add_time(timings, "step", time.perf_counter() - t0)
+        if states.shape[0] != batch:
+            raise RuntimeError(
+                f"step returned batch {states.shape[0]} for {batch} actions at horizon step {h}"
+            )
+    return states
+
+
+def evaluate(
+    step: StepFn,
+    cost_fn: CostFn,
+    state: Tensor,
+    goal: Tensor,
+    actions: Tensor,
+    *,
+    timings: dict[str, float] | None = None,
+) -> Tensor:
+    """Costs of B action sequences: rollout, then one batched cost call. [B, H, A] -> [B] float32.
+
+    Non-finite costs (a diverging model) become +inf so they can never be chosen or become elites.
+    """
+    final = rollout(step, state, actions, timings=timings)
+    t0 = time.perf_counter()
+    costs = cost_fn(final, goal)
+    _add_time(timings, "cost", time.perf_counter() - t0)
+    if costs.shape != (actions.shape[0],):
+        raise RuntimeError(f"cost_fn must return [B] = [{actions.shape[0]}], got shape {tuple(costs.shape)}")
+    costs = costs.detach().to(torch.float32)
+    return torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
+
+
+def _deadline(cfg: PlannerConfig, start: float, deadline_at: float | None) -> float | None:
+    """The earlier of `start + cfg.deadline_s` and `deadline_at` (both `time.monotonic()` seconds)."""
+    ends = [
+        d for d in (None if cfg.deadline_s is None else start + cfg.deadline_s, deadline_at) if d is not None
+    ]
+    return min(ends) if ends else None
+
+
+@torch.no_grad()
+def search(
+    step: StepFn,
+    cost_fn: CostFn,
+    initial_state: Tensor,
+    goal: Tensor,
+    cfg: PlannerConfig,
+    update: UpdateFn,
+    *,
+    deadline_at: float | None = None,
+) -> Plan:
+    """The sampling loop shared by CEM and MPPI; `update` refits the Gaussian from scored samples.
+
+    Deadline: before each iteration after the first, stop if the previous iteration's duration would
+    carry past the deadline (so a control loop gets its answer on time rather than one iteration
+    late); the first iteration is skipped only when the deadline has already passed, in which case
+    the plan is the initial mean with cost inf.
+    """
+    t_start = time.perf_counter()
+    start = time.monotonic()
+    deadline = _deadline(cfg, start, deadline_at)
+    device = initial_state.device
+    n, horizon, dims = cfg.samples, cfg.horizon, cfg.action_dim
+    rows = 1 if cfg.straight_line else horizon  # straight line: one action repeated over the horizon
+
+    low = torch.tensor(cfg.action_low, dtype=ACTION_DTYPE, device=device)  # [A]
+    high = torch.tensor(cfg.action_high, dtype=ACTION_DTYPE, device=device)  # [A]
+    mean = torch.tensor(cfg.mean0(), dtype=ACTION_DTYPE, device=device).expand(rows, dims).clone()  # [R, A]
+    std = torch.tensor(cfg.init_std, dtype=ACTION_DTYPE, device=device).expand(rows, dims).clone()  # [R, A]
+    # Noise is drawn on a CPU generator and moved: the same seed gives the same plan on any device.
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+
+    def full(seq: Tensor) -> Tensor:  # [R, A] -> [H, A]
+        return seq.expand(horizon, dims).clone()
+
+    best = full(mean.clamp(low, high))
+    best_cost = math.inf
+    history: list[float] = []
+    timings = {"total": 0.0, "step": 0.0, "cost": 0.0}
+    iterations_run = 0
+    deadline_hit = False
+    last_duration = 0.0
+
+    for it in range(cfg.iterations):
+        if deadline is not None:
+            now = time.monotonic()
+            if now >= deadline or (it > 0 and now + last_duration > deadline):
+                deadline_hit = True
+                break
+        t_iter = time.monotonic()
+        noise = torch.randn((n, rows, dims), generator=gen, dtype=ACTION_DTYPE).to(device)  # [N, R, A]
+        candidates = mean + std * noise  # [N, R, A]
+        candidates[0] = mean  # keep the previous mean as a candidate (as jepa-wms does)
+        candidates = candidates.clamp(low, high)
+        sequences = candidates.expand(n, horizon, dims) if cfg.straight_line else candidates  # [N, H, A]
+
+        costs = evaluate(step, cost_fn, initial_state, goal, sequences, timings=timings)  # [N]
+        i = int(torch.argmin(costs))
+        cost_i = float(costs[i])
+        history.append(cost_i)
+        if cost_i < best_cost:
+            best_cost, best = cost_i, sequences[i].clone()  # [H, A]
+
+        mean, std = update(mean, std, candidates, costs, cfg)
+        iterations_run += 1
+        last_duration = time.monotonic() - t_iter
+
+    timings["total"] = time.perf_counter() - t_start
+    return Plan(
+        actions=best,
+        mean=full(mean),
+        cost=best_cost,
+        iterations_run=iterations_run,
+        evaluations=iterations_run * n,
+        timings=timings,
+        deadline_hit=deadline_hit,
+        history=history,
+    )
