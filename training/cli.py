@@ -216,8 +216,8 @@ def build_demo(
 
     _setup_logging(False)
     cfg = load_config(config, overrides or [])
-    for stage in ("encoder", "lam"):
-        _run_with_progress(cfg, stage)
+    for stage in ("encoder", "lam"):  # from scratch: never resume a run made under another config
+        _run_with_progress(cfg, stage, resume=False)
     path = write_bundle(cfg, out)
     console.print(f"bundled model: {path}")
 

@@ -258,6 +258,8 @@ def run_stage(
     total = stage_cfg.steps
     end = min(total, start + max_steps) if max_steps else total
     metrics_path = out / "metrics.jsonl"
+    if start == 0 and info.is_main:
+        metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
     writer = _tensorboard(out) if info.is_main else None
     last: dict[str, float] = {}
     window_start, window_clips = time.perf_counter(), 0

@@ -125,8 +125,9 @@ def test_cli_checkpoint_from_another_config_and_tampered(tmp_path: Path, tiny_co
     cfg = write_config(tmp_path, [str(tiny_corpus)], **{"train.encoder.steps": 1})
     assert run_cli("train", "encoder", "--config", str(cfg)).returncode == 0
     ckpt = tmp_path / "runs" / "tiny" / "encoder" / "checkpoint"
-    result = run_cli("train", "lam", "--config", str(cfg), "model.world_model.depth=3", "--init", str(ckpt))
-    assert_clean_failure(result, "model.world_model.depth: expected 3, checkpoint has 2")
+    # the LAM stage keeps the encoder frozen, so the encoder's fields must match
+    result = run_cli("train", "lam", "--config", str(cfg), "model.encoder.dim=48", "--init", str(ckpt))
+    assert_clean_failure(result, "model.encoder.dim: expected 48, checkpoint has 32")
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x01")
     assert_clean_failure(run_cli("info", str(ckpt)), "sha256 mismatch", "model.safetensors")
