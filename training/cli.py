@@ -183,6 +183,27 @@ def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOp
     write_json(json_path, result)
 
 
+@eval_app.command("planning")
+@friendly_errors
+def eval_planning(
+    env: Annotated[str, typer.Option(help="manipulation (DROID protocol) or navigation (RECON protocol)")] = "manipulation",
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    episodes: Annotated[int, typer.Option(help="held-out episodes")] = 16,
+    seed: int = 0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
+    from training.evaluation.common import load_model
+    from training.evaluation.planning import PRESET_FOR_ENV, PlanningSuite, run_planning_suite
+
+    if env not in PRESET_FOR_ENV:
+        raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
+    result = run_planning_suite(load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed))
+    result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}"
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
 # ----------------------------------------------------------------------------- bench
 @bench_app.command("train")
 @friendly_errors

@@ -30,3 +30,15 @@ def test_controller_learns_the_idm_latents_of_real_actions() -> None:
     )
     assert metrics["transitions"] == 24
     assert metrics["final_l2"] < 0.5 * metrics["first_l2"]
+
+
+def test_action_labelled_world_model_learns_from_true_actions() -> None:
+    from training.action_world_model import ActionWorldModelTraining, action_step, train_action_world_model
+
+    torch.manual_seed(0)
+    model = LatentActionModel(config_from_dict(tiny_config_dict("unused", ["unused"])).model).eval()
+    data = labelled_set(model, [record_episode("manipulation", seed, steps=5, image_size=32) for seed in range(3)])
+    wm, metrics = train_action_world_model(model, data, ActionWorldModelTraining(steps=40, batch=3))
+    assert metrics["final_l1"] < metrics["first_l1"]
+    nxt = action_step(wm)(data.states[:, 0], data.actions[:, 0])
+    assert nxt.shape == data.states[:, 1].shape

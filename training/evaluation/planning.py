@@ -102,3 +102,60 @@ def zero_chooser(cfg: PlannerConfig) -> Callable[[Episode, int], np.ndarray]:
         return np.zeros((cfg.horizon, len(cfg.action_low)), dtype=np.float32)
 
     return choose
+
+
+@dataclass(frozen=True)
+class PlanningSuite:
+    """Sizes of one planning evaluation (demo-sized defaults for a CPU)."""
+
+    train_episodes: int = 48  # labelled episodes for the controller and the action-labelled baseline
+    eval_episodes: int = 16
+    episode_steps: int = 8  # actions per recorded episode
+    controller_steps: int = 600
+    baseline_steps: int = 400
+    seed: int = 0
+
+
+PRESET_FOR_ENV = {"manipulation": "droid", "navigation": "recon"}
+
+
+def run_planning_suite(
+    model: LatentActionModel, env: str, suite: PlanningSuite = PlanningSuite(), **planner_overrides: Any
+) -> dict[str, Any]:
+    """Train a controller and the action-labelled baseline on one set of episodes, then plan on
+    another: latent-action WM + controller, action-labelled WM, random planner, zero action."""
+    from training.action_world_model import ActionWorldModelTraining, action_step, train_action_world_model
+    from training.controller_training import ControllerTraining, labelled_set, train_controller
+    from training.envs.episodes import record_episode
+    from training.models.controller import ControllerConfig
+    from training.planning import preset
+
+    size = model.cfg.encoder.image_size
+    record = lambda seed: record_episode(env, seed, steps=suite.episode_steps, image_size=size)  # noqa: E731
+    train = [record(suite.seed + i) for i in range(suite.train_episodes)]
+    held_out = [record(suite.seed + 100_000 + i) for i in range(suite.eval_episodes)]  # disjoint seeds
+    data = labelled_set(model, train)
+    action_dim = data.actions.shape[-1]
+    controller, controller_metrics = train_controller(
+        model, data, ControllerConfig(action_dim=action_dim), ControllerTraining(steps=suite.controller_steps, seed=suite.seed)
+    )
+    baseline, baseline_metrics = train_action_world_model(
+        model, data, ActionWorldModelTraining(steps=suite.baseline_steps, seed=suite.seed)
+    )
+    cfg = preset(PRESET_FOR_ENV[env], seed=suite.seed, **planner_overrides)
+    rows = [
+        evaluate_planner("latent-action WM + controller", held_out, world_model_chooser(model, latent_step(model, controller), cfg), cfg.horizon),
+        evaluate_planner("action-labelled WM", held_out, world_model_chooser(model, action_step(baseline), cfg), cfg.horizon),
+        evaluate_planner("random actions", held_out, random_chooser(cfg, suite.seed), cfg.horizon),
+        evaluate_planner("zero action", held_out, zero_chooser(cfg), cfg.horizon),
+    ]
+    return {
+        "title": f"Planning on the {env} world ({PRESET_FOR_ENV[env]} protocol)",
+        "protocol": f"offline, {suite.eval_episodes} held-out episodes; planner {cfg.method} H={cfg.horizon} "
+        f"N={cfg.samples} K={cfg.elites} I={cfg.iterations}, cost {cfg.cost} on the final predicted state",
+        "checkpoint": getattr(model, "source", None),
+        "rows": rows,
+        "controller": controller_metrics,
+        "action_labelled_baseline": baseline_metrics,
+        "suite": dataclasses.asdict(suite),
+    }
