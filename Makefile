@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint demo-model bench-train clean
+.PHONY: setup test lint demo-model bench-train docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ bench-train: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+docs: setup
+	$(VENV)/bin/lawm docs
