@@ -157,30 +157,29 @@ def data_generate(
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or bundled model directory")]
 
 
+def _evaluate(protocol: str, checkpoint: Path, json_path: Path | None, title: str) -> None:
+    from training.evaluation.common import load_model
+    from training.evaluation.leak import idm_prediction_error, scene_cut_test
+
+    run = {"idm": idm_prediction_error, "leak": scene_cut_test}[protocol]
+    result = run(load_model(checkpoint))
+    result["command"] = f"lawm eval {protocol} --checkpoint {checkpoint}"
+    print_table(title, result["rows"])
+    write_json(json_path, result)
+
+
 @eval_app.command("idm")
 @friendly_errors
 def eval_idm(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
-    """One-step prediction error on held-out real clips: IDM latents vs zero latents."""
-    from training.evaluation.common import load_model
-    from training.evaluation.leak import idm_prediction_error
-
-    result = idm_prediction_error(load_model(checkpoint))
-    result["command"] = f"lawm eval idm --checkpoint {checkpoint}"
-    print_table("IDM one-step prediction error (held-out real clips, representation L1)", result["rows"])
-    write_json(json_path, result)
+    """One-step prediction error on held-out real clips: IDM latents vs zero and shuffled latents."""
+    _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out real clips, representation L1)")
 
 
 @eval_app.command("leak")
 @friendly_errors
 def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
     """Scene-cut test (paper Table 1): ends of two clips swapped; does the error spike at the cut?"""
-    from training.evaluation.common import load_model
-    from training.evaluation.leak import scene_cut_test
-
-    result = scene_cut_test(load_model(checkpoint))
-    result["command"] = f"lawm eval leak --checkpoint {checkpoint}"
-    print_table("Scene-cut leak test (error at the cut step, representation L1)", result["rows"])
-    write_json(json_path, result)
+    _evaluate("leak", checkpoint, json_path, "Scene-cut leak test (error at the cut step, representation L1)")
 
 
 @eval_app.command("planning")

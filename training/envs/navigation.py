@@ -28,6 +28,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
 
 from training.data.generator import _photo, available_photos
+from training.envs.bounds import clip_to_bounds
 
 __all__ = ["NavigationEnv"]
 
@@ -230,12 +231,7 @@ class NavigationEnv:
     @classmethod
     def clip_action(cls, action: np.ndarray | list[float] | tuple[float, ...]) -> np.ndarray:
         """float64 [3] action clipped to the bounds; raises on a wrong shape or non-finite value."""
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (cls.ACTION_DIM,):
-            raise ValueError(f"expected an action of shape ({cls.ACTION_DIM},), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a}")
-        return np.clip(a, cls.ACTION_LOW, cls.ACTION_HIGH)
+        return clip_to_bounds(action, cls.ACTION_LOW, cls.ACTION_HIGH)
 
     # -- API
 
