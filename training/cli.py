@@ -243,6 +243,24 @@ def build_demo(
 
 
 @app.command()
+@friendly_errors
+def sweep(
+    config: ConfigOpt = "demo",
+    encoder: Annotated[Path, typer.Option(help="frozen encoder checkpoint every variant shares")] = Path("runs/demo/encoder/checkpoint"),
+    only: Annotated[list[str] | None, typer.Option(help="kind:level, e.g. sparse:low (repeatable)")] = None,
+) -> None:
+    """Train the capacity sweep's LAMs (sparse/noisy/discrete at low/mid/high) on one frozen encoder."""
+    from training.config import load_config
+    from training.sweep import variant_overrides, variants
+
+    chosen = [tuple(v.split(":", 1)) for v in only] if only else variants()
+    for kind, level in chosen:
+        cfg = load_config(config, variant_overrides(kind, level))
+        path = _run_with_progress(cfg, "lam", init_from=encoder)
+        console.print(f"{kind}:{level} -> {path}")
+
+
+@app.command()
 def docs(folder: Annotated[Path, typer.Option(help="docs folder")] = Path("docs")) -> None:
     """Regenerate docs/results.md and docs/benchmarks.md from their committed JSON."""
     from training.reports import write_docs
