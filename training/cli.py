@@ -160,8 +160,9 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or
 def _evaluate(protocol: str, checkpoint: Path, json_path: Path | None, title: str) -> None:
     from training.evaluation.common import load_model
     from training.evaluation.leak import idm_prediction_error, scene_cut_test
+    from training.evaluation.transfer import cycle_consistency
 
-    run = {"idm": idm_prediction_error, "leak": scene_cut_test}[protocol]
+    run = {"idm": idm_prediction_error, "leak": scene_cut_test, "transfer": cycle_consistency}[protocol]
     result = run(load_model(checkpoint))
     result["command"] = f"lawm eval {protocol} --checkpoint {checkpoint}"
     print_table(title, result["rows"])
@@ -180,6 +181,13 @@ def eval_idm(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt
 def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
     """Scene-cut test (paper Table 1): ends of two clips swapped; does the error spike at the cut?"""
     _evaluate("leak", checkpoint, json_path, "Scene-cut leak test (error at the cut step, representation L1)")
+
+
+@eval_app.command("transfer")
+@friendly_errors
+def eval_transfer(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
+    """Cycle-consistent transfer between held-out clips (paper Table 2), in representation space and pixels."""
+    _evaluate("transfer", checkpoint, json_path, "Cycle-consistent transfer (held-out real clips)")
 
 
 @eval_app.command("planning")

@@ -1,6 +1,7 @@
 """Offline planning evaluation harness on recorded episodes with a tiny LAM + controller."""
 
 import numpy as np
+import pytest
 import torch
 
 from training.config import config_from_dict
@@ -47,3 +48,27 @@ def test_planners_run_on_both_worlds_with_batched_steps() -> None:
         random = evaluate_planner("random", episodes, random_chooser(cfg), cfg.horizon)
         zero = evaluate_planner("zero", episodes, zero_chooser(cfg), cfg.horizon)
         assert random.keys() == zero.keys() == lam.keys()
+
+
+def test_controller_rollouts_compare_with_idm_rollouts() -> None:
+    from training.controller_training import labelled_set
+    from training.evaluation.planning import controller_rollouts
+
+    torch.manual_seed(0)
+    model = LatentActionModel(config_from_dict(tiny_config_dict("unused", ["unused"])).model).eval()
+    data = labelled_set(model, [record_episode("navigation", s, steps=4, image_size=32) for s in range(2)])
+    controller = build_controller(ControllerConfig(action_dim=3, dim=32, heads=2), 16, 32, 4).eval()
+    out = controller_rollouts(model, controller, data)
+    assert out["idm_rollout_l1"] > 0 and out["ratio"] == out["controller_rollout_l1"] / out["idm_rollout_l1"]
+
+    class Oracle(torch.nn.Module):  # returns the IDM's latents: the two rollouts must agree exactly
+        def __init__(self) -> None:
+            super().__init__()
+            self.t = 0
+
+        def forward(self, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+            z = data.latents[:, self.t : self.t + 1]
+            self.t += 1
+            return z
+
+    assert controller_rollouts(model, Oracle(), data)["ratio"] == pytest.approx(1.0, abs=1e-5)

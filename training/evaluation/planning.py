@@ -22,6 +22,7 @@ from training.controller_training import duplicate_frames
 from training.envs.episodes import Episode
 from training.envs.metrics import ate, delta_xyz, poses_from_actions, rpe
 from training.models.lam import LatentActionModel
+from training.models.world_model import rollout
 from training.planning import PlannerConfig, get_cost, plan
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -104,6 +105,24 @@ def zero_chooser(cfg: PlannerConfig) -> Callable[[Episode, int], np.ndarray]:
     return choose
 
 
+@torch.no_grad()
+def controller_rollouts(model: LatentActionModel, controller: torch.nn.Module, data: Any) -> dict[str, float]:
+    """Open-loop rollouts from the first state of each held-out episode (paper Tables S1/S2, left):
+    with the IDM's latents (which see the future) vs with the controller's latents from the real
+    actions (computed on the predicted states, as when planning). Representation L1 to the truth."""
+    states, actions, latents = data.states, data.actions, data.latents  # [E, T+1, N, D], [E, T, A], [E, T, Z]
+    idm = rollout(model.world_model, states[:, :1], latents[:, :0], latents)
+    current, predicted = states[:, 0], []
+    for t in range(actions.shape[1]):
+        z = controller(actions[:, t : t + 1], current[:, None])  # [E, 1, Z]
+        current = model.world_model.step(current[:, None], z)
+        predicted.append(current)
+    ctrl = torch.stack(predicted, dim=1)
+    truth = states[:, 1:]
+    idm_l1, ctrl_l1 = (idm - truth).abs().mean().item(), (ctrl - truth).abs().mean().item()
+    return {"idm_rollout_l1": idm_l1, "controller_rollout_l1": ctrl_l1, "ratio": ctrl_l1 / idm_l1}
+
+
 @dataclass(frozen=True)
 class PlanningSuite:
     """Sizes of one planning evaluation (demo-sized defaults for a CPU)."""
@@ -142,6 +161,7 @@ def run_planning_suite(
     baseline, baseline_metrics = train_action_world_model(
         model, data, ActionWorldModelTraining(steps=suite.baseline_steps, seed=suite.seed)
     )
+    rollouts = controller_rollouts(model, controller, labelled_set(model, held_out))
     cfg = preset(PRESET_FOR_ENV[env], seed=suite.seed, **planner_overrides)
     rows = [
         evaluate_planner("latent-action WM + controller", held_out, world_model_chooser(model, latent_step(model, controller), cfg), cfg.horizon),
@@ -156,6 +176,7 @@ def run_planning_suite(
         "checkpoint": getattr(model, "source", None),
         "rows": rows,
         "controller": controller_metrics,
+        "rollouts": rollouts,
         "action_labelled_baseline": baseline_metrics,
         "suite": dataclasses.asdict(suite),
     }
