@@ -105,14 +105,50 @@ def train(
     init: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the previous stage's")] = None,
     resume: Annotated[bool, typer.Option(help="resume from this stage's checkpoint when it exists")] = True,
     verbose: bool = False,
+    checkpoint: Annotated[Path | None, typer.Option(help="controller: the trained LAM to control")] = None,
+    env: Annotated[str, typer.Option(help="controller: manipulation or navigation episodes")] = "manipulation",
+    controller_kind: Annotated[str, typer.Option("--kind", help="controller: state (actions + state) or mlp")] = "state",
+    episodes: Annotated[int, typer.Option(help="controller: labelled episodes to record")] = 48,
+    steps: Annotated[int, typer.Option(help="controller: optimisation steps")] = 600,
+    out: Annotated[Path | None, typer.Option(help="controller: output checkpoint (default runs/controller-ENV)")] = None,
 ) -> None:
-    """Train one stage: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer), `decoder`."""
+    """Train one stage: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer), `decoder`,
+    or `controller` (on recorded episodes; give --checkpoint and --env)."""
     from training.config import load_config
 
     _setup_logging(verbose)
+    if stage == "controller":
+        _train_controller(checkpoint or Path("models/demo"), env, controller_kind, episodes, steps, out)
+        return
     cfg = load_config(config, overrides or [])
     path = _run_with_progress(cfg, stage, resume=resume, init_from=init)
     console.print(f"checkpoint: {path}")
+
+
+def _train_controller(checkpoint: Path, env: str, kind: str, episodes: int, steps: int, out: Path | None) -> None:
+    from training.checkpoint import save_checkpoint
+    from training.controller_training import ControllerTraining, labelled_set, train_controller
+    from training.envs.episodes import record_episode
+    from training.evaluation.common import load_model
+    from training.models.controller import ControllerConfig
+
+    if env not in ("manipulation", "navigation"):
+        raise typer.BadParameter(f"--env must be manipulation or navigation, got {env!r}")
+    if kind not in ("state", "mlp"):
+        raise typer.BadParameter(f"--kind must be state or mlp, got {kind!r}")
+    model = load_model(checkpoint)
+    size = model.cfg.encoder.image_size
+    data = labelled_set(model, [record_episode(env, seed, steps=8, image_size=size) for seed in range(episodes)])
+    cfg = ControllerConfig(kind=kind, action_dim=data.actions.shape[-1])
+    controller, metrics = train_controller(model, data, cfg, ControllerTraining(steps=steps))
+    model.attach_controller(controller)
+    out = out or Path("runs") / f"controller-{env}"
+    save_checkpoint(
+        out, model, components=model.saved_components(), stage="controller", step=steps, model_config=model.cfg,
+        trained=["encoder", "decoder", "idm", "regularizer", "world_model", "controller"], metrics=metrics,
+        extra={"controller_config": cfg.model_dump(mode="json"), "controller_env": env, "source_checkpoint": str(checkpoint)},
+    )
+    console.print(f"controller ({kind}, {env}): L2 {metrics['first_l2']:.3f} -> {metrics['final_l2']:.3f}; checkpoint: {out}")
 
 
 def _run_with_progress(cfg: Any, stage: str, **kwargs: Any) -> Path:

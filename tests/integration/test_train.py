@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from training.checkpoint import load_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import RunConfig, config_from_dict
 from training.loop import TrainingError, run_stage
 
@@ -141,3 +141,20 @@ def test_lam_may_start_from_an_encoder_trained_under_another_regularizer(tmp_pat
     )
     lam = run_stage(noisy, "lam", init_from=encoder)  # only the frozen encoder's fields must match
     assert load_checkpoint(lam, expected=noisy.model).manifest["model_config"]["regularizer"]["kind"] == "noisy"
+
+
+def test_cli_train_controller_saves_it_with_the_model(tiny_config: RunConfig, tmp_path: Path) -> None:
+    from training.evaluation.common import load_model, require_controller
+
+    run_stage(tiny_config, "encoder")
+    lam = run_stage(tiny_config, "lam")
+    with pytest.raises(CheckpointError, match="has no controller: train one"):
+        require_controller(load_model(lam))
+    out = tmp_path / "ctrl"
+    result = run_cli("train", "controller", "--checkpoint", str(lam), "--env", "manipulation", "--episodes", "2", "--steps", "5", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    model = load_model(out)
+    assert require_controller(model).cfg.action_dim == 4
+    assert load_checkpoint(out).manifest["controller_env"] == "manipulation"
+    bad = run_cli("train", "controller", "--checkpoint", str(lam), "--env", "kitchen")
+    assert bad.returncode == 2 and "--env must be manipulation or navigation" in bad.stderr

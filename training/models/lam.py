@@ -45,13 +45,19 @@ class LatentActionModel(nn.Module):
         self.decoder = FrameCausalDecoder(
             cfg.decoder, d, g, cfg.encoder.patch, cfg.encoder.tubelet, cfg.world_model.max_steps
         )
+        self.controller: nn.Module | None = None  # trained later, on a little labelled data
 
     @property
     def latent_dim(self) -> int:
         return self.cfg.idm.latent_dim
 
     def saved_components(self) -> tuple[str, ...]:
-        return COMPONENTS if self.cfg.encoder.source == "tiny" else COMPONENTS[1:]
+        parts = COMPONENTS if self.cfg.encoder.source == "tiny" else COMPONENTS[1:]
+        return (*parts, "controller") if self.controller is not None else parts
+
+    def attach_controller(self, controller: nn.Module) -> None:
+        """Add a trained controller (real action -> latent); saved with the model from then on."""
+        self.controller = controller
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
