@@ -76,7 +76,7 @@ class DecoderConfig(Strict):
 
 
 class RegularizerConfig(Strict):
-    kind: Literal["sparse", "noisy", "discrete"] = "sparse"
+    kind: Literal["sparse", "noisy", "discrete", "none"] = "sparse"  # none: the unconstrained baseline
     # sparse (energy + VCM); capacity knob: l1 (larger = lower capacity)
     l1: float = 0.01
     l2: float = 1.0
@@ -93,9 +93,8 @@ class RegularizerConfig(Strict):
     @property
     def capacity(self) -> tuple[str, float]:
         """The one knob that sets this regularizer's capacity, and its value."""
-        return {"sparse": ("l1", self.l1), "noisy": ("beta", self.beta), "discrete": ("codebook_size", self.codebook_size)}[
-            self.kind
-        ]
+        knobs = {"sparse": ("l1", self.l1), "noisy": ("beta", self.beta), "discrete": ("codebook_size", self.codebook_size)}
+        return knobs.get(self.kind, ("none", 0.0))
 
 
 class ModelConfig(Strict):

@@ -158,7 +158,20 @@ class VectorQuantizer(Regularizer):
         return len(dead)
 
 
+class Unconstrained(Regularizer):
+    """No regularizer: the upper-capacity baseline of the paper's Fig. 4 (z may copy the future)."""
+
+    def __init__(self, cfg: RegularizerConfig, latent_dim: int) -> None:
+        super().__init__()
+        self.cfg, self.raw_dim = cfg, latent_dim
+
+    def forward(self, raw: torch.Tensor) -> RegularizerOutput:
+        return RegularizerOutput(raw, raw.new_zeros(()), {})
+
+    def latent(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+
 def build_regularizer(cfg: RegularizerConfig, latent_dim: int) -> Regularizer:
-    return {"sparse": SparseRegularizer, "noisy": NoisyRegularizer, "discrete": VectorQuantizer}[cfg.kind](
-        cfg, latent_dim
-    )
+    kinds = {"sparse": SparseRegularizer, "noisy": NoisyRegularizer, "discrete": VectorQuantizer, "none": Unconstrained}
+    return kinds[cfg.kind](cfg, latent_dim)

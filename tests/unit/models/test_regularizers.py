@@ -97,3 +97,12 @@ def test_vq_dead_code_reset_replaces_only_unused_codes() -> None:
     assert torch.equal(reg.codebook[:2], before[:2])
     assert torch.equal(reg.codebook[2:], torch.tensor([[7.0, 7.0], [7.0, 7.0]]))
     assert reg.usage.sum().item() == 0
+
+
+def test_unconstrained_baseline_passes_latents_through_at_no_cost() -> None:
+    from training.models.regularizers import build_regularizer
+
+    reg = build_regularizer(RegularizerConfig(kind="none"), latent_dim=4)
+    raw = torch.randn(2, 3, 4)
+    out = reg(raw)
+    assert out.z is raw and out.loss.item() == 0.0 and torch.equal(reg.latent(raw), raw)
