@@ -40,11 +40,55 @@ def render_section(name: str, payload: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+# Bar charts people would rather look at than read: {json stem prefix: (row label key, value keys)}.
+PLOTS = {
+    "idm": ("video", ("idm_l1", "shuffled_l1", "zero_l1")),
+    "leak": ("clips", ("without_cut", "with_cut")),
+    "transfer": ("clips", ("orig_l1", "transfer_l1")),
+    "planning-manipulation": ("planner", ("delta_xyz",)),
+    "planning-navigation": ("planner", ("ate", "rpe")),
+}
+
+
+def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
+    """A grouped bar chart of the section's rows, when matplotlib is installed."""
+    spec = PLOTS.get(stem)
+    rows = payload.get("rows", [])
+    if spec is None or not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    label_key, value_keys = spec
+    labels = [str(r[label_key]) for r in rows]
+    width = 0.8 / len(value_keys)
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    for i, key in enumerate(value_keys):
+        xs = [j + i * width for j in range(len(rows))]
+        ax.bar(xs, [r.get(key, 0.0) for r in rows], width, label=key)
+    ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
+    ax.set_title(payload.get("title", stem), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, metadata={"Software": None})  # no version string: the PNG only changes with the data
+    plt.close(fig)
+    return out
+
+
 def render(kind: str, folder: Path) -> str:
     sections = [HEADERS[kind]]
     for path in sorted(folder.glob("*.json")):
         payload = json.loads(path.read_text())
-        sections.append(render_section(path.stem, payload) + f"\n_source: `{path.as_posix()}`_\n")
+        text = render_section(path.stem, payload)
+        image = plot_section(path.stem, payload, folder.parent / "img" / f"{path.stem}.png")
+        if image is not None:
+            text += f"\n![{path.stem}](img/{image.name})\n"
+        sections.append(text + f"\n_source: `{path.as_posix()}`_\n")
     return "\n".join(sections)
 
 

@@ -1,0 +1,22 @@
+"""docs/*.md are generated from the committed JSON, with plots where configured."""
+
+import json
+from pathlib import Path
+
+from training.reports import markdown_table, write_docs
+
+
+def test_tables_and_plots_come_from_the_json(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    payload = {"title": "T", "command": "lawm eval idm", "rows": [{"video": "a", "idm_l1": 0.25, "shuffled_l1": 0.3, "zero_l1": 0.5}]}
+    (results / "idm.json").write_text(json.dumps(payload))
+    (written,) = write_docs(tmp_path)
+    text = written.read_text()
+    assert "## T" in text and "- **command**: lawm eval idm" in text
+    assert "| a | 0.25 | 0.3 | 0.5 |" in text
+    assert "![idm](img/idm.png)" in text and (tmp_path / "img" / "idm.png").stat().st_size > 1000
+
+
+def test_markdown_table_formats_floats() -> None:
+    assert markdown_table([{"x": 1.23456789, "y": "s"}]).splitlines()[-1] == "| 1.235 | s |"
