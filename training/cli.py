@@ -266,6 +266,27 @@ def bench_train(
     write_json(json_path, result)
 
 
+@bench_app.command("plan")
+@friendly_errors
+def bench_plan_command(
+    checkpoint: Annotated[Path, typer.Option(help="a model with a controller (lawm train controller)")],
+    env: Annotated[str, typer.Option(help="manipulation (DROID preset) or navigation (RECON preset)")] = "manipulation",
+    plans: int = 3,
+    json_path: JsonOpt = None,
+) -> None:
+    """Time per plan, split into encoder / controller / world model; planner vs offline world-model throughput."""
+    from training.bench_plan import bench_plan
+    from training.evaluation.common import load_model
+    from training.evaluation.planning import PRESET_FOR_ENV
+
+    if env not in PRESET_FOR_ENV:
+        raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
+    result = bench_plan(load_model(checkpoint), env, plans=plans)
+    result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}"
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
 # ----------------------------------------------------------------------------- demo model
 @app.command("build-demo")
 @friendly_errors

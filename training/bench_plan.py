@@ -1,0 +1,86 @@
+"""`lawm bench plan`: time per plan with a trained LAM + controller, split into encoder, controller
+and world-model time, and how close the planner's world-model calls run to the world model's
+own offline throughput at the same batch size (measured side by side in one run)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from training.bench import machine
+from training.envs.episodes import record_episode
+from training.evaluation.common import require_controller
+from training.evaluation.planning import PRESET_FOR_ENV, encode_observation
+from training.models.lam import LatentActionModel
+from training.planning import get_cost, plan, preset
+
+
+class _Timed:
+    """Wraps a callable and adds its wall time to a shared counter."""
+
+    def __init__(self, fn: Any, totals: dict[str, float], key: str) -> None:
+        self.fn, self.totals, self.key = fn, totals, key
+
+    def __call__(self, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self.fn(*args)
+        self.totals[self.key] += time.perf_counter() - t0
+        return out
+
+
+@torch.no_grad()
+def offline_world_model_calls_per_s(model: LatentActionModel, batch: int, repeats: int) -> float:
+    """World-model single steps per second at `batch` rows, with nothing else around them."""
+    n, d, z = model.encoder.tokens, model.encoder.dim, model.latent_dim
+    states, latents = torch.randn(batch, 1, n, d), torch.randn(batch, 1, z)
+    model.world_model.step(states, latents)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.world_model.step(states, latents)
+        times.append(time.perf_counter() - t0)
+    return 1.0 / statistics.median(times)
+
+
+@torch.no_grad()
+def bench_plan(model: LatentActionModel, env: str, plans: int = 3, seed: int = 0) -> dict[str, Any]:
+    controller = require_controller(model)
+    cfg = preset(PRESET_FOR_ENV[env], seed=seed)
+    totals = {"encoder": 0.0, "controller": 0.0, "world_model": 0.0}
+    timed_controller = _Timed(controller, totals, "controller")
+    timed_wm = _Timed(model.world_model.step, totals, "world_model")
+
+    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return timed_wm(states[:, None], timed_controller(actions[:, None], states[:, None]))
+
+    per_plan, wm_calls = [], 0
+    for i in range(plans + 1):  # the first plan warms up and is dropped
+        episode = record_episode(env, seed + i, steps=cfg.horizon, image_size=model.cfg.encoder.image_size)
+        before = dict(totals)
+        t0 = time.perf_counter()
+        start = _Timed(encode_observation, totals, "encoder")(model, episode.action_frames[0])
+        goal = _Timed(encode_observation, totals, "encoder")(model, episode.action_frames[cfg.horizon])
+        result = plan(step, get_cost(cfg.cost), start, goal, cfg)
+        elapsed = time.perf_counter() - t0
+        if i == 0:
+            totals.update(dict.fromkeys(totals, 0.0))
+            continue
+        per_plan.append({"total_s": elapsed, **{f"{k}_s": totals[k] - before[k] for k in totals}})
+        wm_calls += cfg.horizon * result.iterations_run
+    wm_time = sum(p["world_model_s"] for p in per_plan)
+    served = wm_calls / wm_time
+    offline = offline_world_model_calls_per_s(model, cfg.samples, repeats=max(5, plans * 3))
+    median = {k: statistics.median(p[k] for p in per_plan) for k in per_plan[0]}
+    row = {
+        "preset": PRESET_FOR_ENV[env], "samples": cfg.samples, "horizon": cfg.horizon, "iterations": cfg.iterations,
+        **median, "wm_calls_per_s": served, "offline_wm_calls_per_s": offline, "share_of_offline": served / offline,
+    }
+    return {
+        "title": f"Planning latency ({PRESET_FOR_ENV[env]} preset, {env} world)",
+        "machine": machine(),
+        "statistic": f"median over {plans} plans after one warm-up; offline: median of single world-model steps at batch {cfg.samples}",
+        "rows": [row],
+    }
