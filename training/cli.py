@@ -193,23 +193,32 @@ def data_generate(
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or bundled model directory")]
 
 
-def _evaluate(protocol: str, checkpoint: Path, json_path: Path | None, title: str) -> None:
+def _evaluate(protocol: str, checkpoint: Path, json_path: Path | None, title: str, **kwargs: Any) -> None:
     from training.evaluation.common import load_model
     from training.evaluation.leak import idm_prediction_error, scene_cut_test
     from training.evaluation.transfer import cycle_consistency
 
     run = {"idm": idm_prediction_error, "leak": scene_cut_test, "transfer": cycle_consistency}[protocol]
-    result = run(load_model(checkpoint))
-    result["command"] = f"lawm eval {protocol} --checkpoint {checkpoint}"
+    result = run(load_model(checkpoint), **kwargs)
+    result["command"] = f"lawm eval {protocol} --checkpoint {checkpoint}" + "".join(
+        f" --{k} {getattr(v, 'source', v)}" for k, v in kwargs.items()
+    )
     print_table(title, result["rows"])
     write_json(json_path, result)
 
 
 @eval_app.command("idm")
 @friendly_errors
-def eval_idm(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
-    """One-step prediction error on held-out real clips: IDM latents vs zero and shuffled latents."""
-    _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out real clips, representation L1)")
+def eval_idm(
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    unconstrained: Annotated[Path | None, typer.Option(help="a LAM trained with model.regularizer.kind=none on the same encoder")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """One-step prediction error on held-out real clips: IDM latents vs zero, shuffled and unconstrained."""
+    from training.evaluation.common import load_model
+
+    extra = {"unconstrained": load_model(unconstrained)} if unconstrained else {}
+    _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out real clips, representation L1)", **extra)
 
 
 @eval_app.command("leak")

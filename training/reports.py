@@ -42,7 +42,7 @@ def render_section(name: str, payload: dict[str, Any]) -> str:
 
 # Bar charts people would rather look at than read: {json stem prefix: (row label key, value keys)}.
 PLOTS = {
-    "idm": ("video", ("idm_l1", "shuffled_l1", "zero_l1")),
+    "idm": ("video", ("idm_l1", "shuffled_l1", "zero_l1", "unconstrained_l1")),
     "leak": ("clips", ("without_cut", "with_cut")),
     "transfer": ("clips", ("orig_l1", "transfer_l1")),
     "planning-manipulation": ("planner", ("delta_xyz",)),
@@ -63,7 +63,10 @@ def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    label_key, value_keys = spec
+    label_key, wanted = spec
+    value_keys = [k for k in wanted if k in rows[0]]
+    if not value_keys:
+        return None
     labels = [str(r[label_key]) for r in rows]
     width = 0.8 / len(value_keys)
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)

@@ -36,19 +36,27 @@ def step_errors(model: LatentActionModel, video: torch.Tensor, latents_from: str
 
 
 @torch.no_grad()
-def idm_prediction_error(model: LatentActionModel, clips_per_file: int = 6) -> dict[str, Any]:
+def idm_prediction_error(
+    model: LatentActionModel, clips_per_file: int = 6, unconstrained: LatentActionModel | None = None
+) -> dict[str, Any]:
+    """IDM vs zero and shuffled latents; with `unconstrained` (a LAM trained without a regularizer
+    on the same frozen encoder), also that model's IDM error: the capacity upper bound."""
+    if unconstrained is not None and unconstrained.cfg.encoder != model.cfg.encoder:
+        raise ValueError("the unconstrained baseline must share the model's encoder (same representation space)")
     rows = []
     for name, video in heldout_videos(model, clips_per_file).items():
         idm, zero, shuffled = (step_errors(model, video, m).mean().item() for m in ("idm", "zero", "shuffled"))
-        rows.append(
-            {"video": name, "clips": len(video), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
-             "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
-        )
+        row = {"video": name, "clips": len(video), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
+               "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
+        if unconstrained is not None:
+            row["unconstrained_l1"] = step_errors(unconstrained, video).mean().item()
+        rows.append(row)
     idm, zero, shuffled = (sum(r[k] for r in rows) / len(rows) for k in ("idm_l1", "zero_l1", "shuffled_l1"))
-    rows.append(
-        {"video": "mean", "clips": sum(r["clips"] for r in rows), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
-         "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
-    )
+    mean = {"video": "mean", "clips": sum(r["clips"] for r in rows), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
+            "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
+    if unconstrained is not None:
+        mean["unconstrained_l1"] = sum(r["unconstrained_l1"] for r in rows) / len(rows)
+    rows.append(mean)
     reduction = 1 - idm / zero
     return {
         "title": "Latents carry the action: IDM one-step prediction error vs a zero latent",
