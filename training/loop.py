@@ -64,9 +64,11 @@ def encoder_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[t
     return loss, {"pixel_l1": loss.item()}
 
 
-def lam_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def lam_stage_loss(
+    model: LatentActionModel, video: torch.Tensor, regularizer_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     states = model.encode(video)  # frozen [B, S, N, D]
-    out = model.lam_loss(states, regularizer_weight=getattr(model, "regularizer_weight", 1.0))
+    out = model.lam_loss(states, regularizer_weight=regularizer_weight)
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
     stats["z_batch_std"] = out.latents.detach().reshape(-1, out.latents.shape[-1]).std(0).mean().item()
     stats.update({k: v.item() for k, v in out.stats.items()})
@@ -99,8 +101,11 @@ class _LossModule(nn.Module):
     def __init__(self, model: LatentActionModel, stage: str) -> None:
         super().__init__()
         self.model, self.stage = model, stage
+        self.regularizer_weight = 1.0  # L_z's weight in the LAM stage, set by the loop each step
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.stage == "lam":
+            return lam_stage_loss(self.model, video, self.regularizer_weight)
         return LOSSES[self.stage](self.model, video)
 
 
@@ -247,9 +252,10 @@ def run_stage(
         start = ckpt.step
         log.info("resuming %s from step %d", stage, start)
 
-    wrapped: nn.Module = _LossModule(model, stage)
+    loss_module = _LossModule(model, stage)
+    wrapped: nn.Module = loss_module
     if info.enabled:
-        wrapped = DistributedDataParallel(wrapped, find_unused_parameters=False)
+        wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)
     use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and info.device.type == "cuda")
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else None
 
@@ -267,7 +273,7 @@ def run_stage(
     for step in range(start, end):
         frozen = ("idm",) if step < stage_cfg.idm_warmup * total else ()
         set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio), frozen)
-        model.regularizer_weight = regularizer_ramp(step, total, stage_cfg.regularizer_warmup)
+        loss_module.regularizer_weight = regularizer_ramp(step, total, stage_cfg.regularizer_warmup)
         t0 = time.perf_counter()
         video = next(batches).to(info.device, non_blocking=True)
         data_time += time.perf_counter() - t0

@@ -18,7 +18,7 @@ from training.planning.cem import cem_update, plan_cem
 from training.planning.config import PRESETS, PlannerConfig, preset
 from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
 from training.planning.mppi import mppi_update, plan_mppi
-from training.planning.rollout import CostFn, Plan, StepFn, evaluate, rollout
+from training.planning.rollout import CostFn, Plan, StepFn, evaluate, rollout, search
 
 __all__ = [
     "PRESETS",
@@ -50,9 +50,9 @@ def plan(
     *,
     deadline_at: float | None = None,
 ) -> Plan:
-    """Plan with the method named by `cfg.method` ("cem" or "mppi")."""
-    if cfg.method == "cem":
-        return plan_cem(step, cost_fn, initial_state, goal, cfg, deadline_at=deadline_at)
-    if cfg.method == "mppi":
-        return plan_mppi(step, cost_fn, initial_state, goal, cfg, deadline_at=deadline_at)
-    raise ValueError(f"method must be one of ('cem', 'mppi'), got {cfg.method!r}")
+    """Plan with the method named by `cfg.method` ("cem" or "mppi"): one shared search loop,
+    differing only in how the sampling Gaussian is refit."""
+    updates = {"cem": cem_update, "mppi": mppi_update}
+    if cfg.method not in updates:
+        raise ValueError(f"method must be one of {tuple(updates)}, got {cfg.method!r}")
+    return search(step, cost_fn, initial_state, goal, cfg, updates[cfg.method], deadline_at=deadline_at)
