@@ -189,6 +189,27 @@ def data_generate(
     console.print(f"wrote {len(paths)} clips and {out / 'motion.jsonl'}")
 
 
+@data_app.command("episodes")
+@friendly_errors
+def data_episodes(
+    out: Annotated[Path, typer.Argument(help="output folder")],
+    env: Annotated[str, typer.Option(help="navigation or manipulation")] = "navigation",
+    episodes: int = 48,
+    steps: int = 16,
+    seed: int = 7_000_000,
+    size: int = 128,
+) -> None:
+    """Write unlabelled environment episodes as videos, to mix into LAM training (`data.sources`).
+
+    The default seed keeps them apart from the episodes the planning evaluation records."""
+    from training.envs.episodes import ENVS, write_unlabelled_videos
+
+    if env not in ENVS:
+        raise typer.BadParameter(f"--env must be one of {sorted(ENVS)}, got {env!r}")
+    paths = write_unlabelled_videos(out, env, episodes, steps, seed, image_size=size)
+    console.print(f"wrote {len(paths)} {env} videos to {out}")
+
+
 # ----------------------------------------------------------------------------- eval
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or bundled model directory")]
 

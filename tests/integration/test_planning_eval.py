@@ -72,3 +72,26 @@ def test_controller_rollouts_compare_with_idm_rollouts() -> None:
             return z
 
     assert controller_rollouts(model, Oracle(), data)["ratio"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_planning_inputs_name_what_is_wrong() -> None:
+    from training.checkpoint import CheckpointError
+    from training.evaluation.common import require_controller
+    from training.evaluation.planning import encode_observation
+
+    torch.manual_seed(0)
+    model = LatentActionModel(config_from_dict(tiny_config_dict("unused", ["unused"])).model).eval()
+    with pytest.raises(CheckpointError, match="has no controller: train one with `lawm train controller"):
+        require_controller(model)
+    controller = build_controller(ControllerConfig(action_dim=3, dim=32, heads=2), 16, 32, 4).eval()
+    step = latent_step(model, controller)
+    state = encode_observation(model, np.zeros((32, 32, 3), np.uint8))
+    assert step(state[None], torch.zeros(1, 3)).shape == state[None].shape
+    with pytest.raises(ValueError, match="actions have 4 dims but the controller takes action_dim=3"):
+        step(state[None], torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="image is 48x32 but the model takes 32x32"):
+        encode_observation(model, np.zeros((32, 48, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        encode_observation(model, np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        encode_observation(model, np.zeros((32, 32), np.uint8))

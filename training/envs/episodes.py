@@ -310,3 +310,30 @@ def load_episodes(out_dir: str | os.PathLike[str], frames: bool = True) -> list[
             )
         )
     return episodes
+
+
+def write_unlabelled_videos(
+    out_dir: str | os.PathLike[str],
+    env_name: str,
+    n: int,
+    steps: int,
+    seed: int,
+    *,
+    image_size: int = 128,
+    fps: float = 4.0,
+    policy: str = "random_smooth",
+) -> list[Path]:
+    """Episodes as plain videos for LAM training, no labels (the paper mixes environment video
+    into the LAM's data, App. D).
+
+    Each action frame is written twice, so at the training fps one 2-frame tubelet holds one
+    observation and consecutive states are one action apart — as the planner sees them
+    (`duplicate_frames`); clips that start on an odd frame pair neighbouring observations instead.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        ep = record_episode(env_name, clip_seed(seed, i), steps, policy, frames_per_action=1, image_size=image_size)
+        paths.append(write_clip(np.repeat(ep.frames, 2, axis=0), out / f"{env_name}_{i:05d}.mp4", fps))
+    return paths

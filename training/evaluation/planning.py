@@ -31,17 +31,39 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def latent_step(model: LatentActionModel, controller: torch.nn.Module) -> Step:
     """step(states [B, N, D], actions [B, A]) -> next states [B, N, D] through controller + world model."""
 
+    action_dim = controller.cfg.action_dim
+
     @torch.no_grad()
     def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if actions.shape[-1] != action_dim:
+            raise ValueError(
+                f"actions have {actions.shape[-1]} dims but the controller takes action_dim={action_dim}: "
+                f"give action_low/action_high {action_dim} entries each"
+            )
         latents = controller(actions[:, None], states[:, None])  # [B, 1, Z]
         return model.world_model.step(states[:, None], latents)  # [B, N, D]
 
     return step
 
 
+def check_frame(frame: np.ndarray, size: int) -> None:
+    """An observation or goal image must be uint8 `[size, size, 3]`, as the encoder was trained."""
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"an image must be [H, W, 3] RGB, got shape {frame.shape}")
+    if frame.shape[:2] != (size, size):
+        raise ValueError(
+            f"image is {frame.shape[1]}x{frame.shape[0]} but the model takes {size}x{size}: "
+            "resize and centre-crop it first"
+        )
+    if frame.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 RGB, got dtype {frame.dtype}")
+
+
 @torch.no_grad()
 def encode_observation(model: LatentActionModel, frame: np.ndarray) -> torch.Tensor:
     """One uint8 frame `[H, W, 3]` -> its state `[N, D]` (the frame duplicated into a tubelet)."""
+    check_frame(frame, model.cfg.encoder.image_size)
     return model.encode(duplicate_frames(frame[None])[None])[0, 0]
 
 

@@ -119,6 +119,23 @@ def _deadline(cfg: PlannerConfig, start: float, deadline_at: float | None) -> fl
     return min(ends) if ends else None
 
 
+def check_inputs(initial_state: Tensor, goal: Tensor) -> None:
+    """Reject states the planner cannot use, naming the argument: a goal of another shape than the
+    observation (e.g. encoded from an image of another size) or non-finite values (NaN, inf)."""
+    for name, value in (("initial_state", initial_state), ("goal", goal)):
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(value.shape)})")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} holds NaN or infinite values; pass finite states")
+    if goal.shape != initial_state.shape:
+        raise ValueError(
+            f"goal has shape {tuple(goal.shape)} but the observation's state has shape "
+            f"{tuple(initial_state.shape)}: encode the goal with the same model and image size"
+        )
+
+
 @torch.no_grad()
 def search(
     step: StepFn,
@@ -137,6 +154,7 @@ def search(
     late); the first iteration is skipped only when the deadline has already passed, in which case
     the plan is the initial mean with cost inf.
     """
+    check_inputs(initial_state, goal)
     t_start = time.perf_counter()
     start = time.monotonic()
     deadline = _deadline(cfg, start, deadline_at)

@@ -348,3 +348,22 @@ def test_planner_never_imports_models() -> None:
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n.startswith("training.models") for n in names), path
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "goal", "message"),
+    [
+        (torch.zeros(4), torch.tensor([0.0, math.nan, 0.0, 0.0]), "goal holds NaN"),
+        (torch.tensor([math.inf, 0.0, 0.0, 0.0]), GOAL, "initial_state holds NaN or infinite"),
+        (torch.zeros(4), torch.zeros(5), r"goal has shape \(5,\) but the observation's state has shape \(4,\)"),
+        (torch.zeros(0), torch.zeros(0), "initial_state is empty"),
+    ],
+)
+def test_bad_states_are_refused_before_any_step(state: Tensor, goal: Tensor, message: str) -> None:
+    step = Counting()
+    with pytest.raises(ValueError, match=message):
+        plan(step, l2_cost, state, goal, cfg(iterations=2))
+    assert step.batches == []  # nothing reached the world model
