@@ -104,6 +104,7 @@ def train(
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lam.steps=100")] = None,
     init: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the previous stage's")] = None,
     resume: Annotated[bool, typer.Option(help="resume from this stage's checkpoint when it exists")] = True,
+    finetune: Annotated[bool, typer.Option(help="with --init: also start the trained parts from it (adapt a model to new video)")] = False,
     verbose: bool = False,
     checkpoint: Annotated[Path | None, typer.Option(help="controller: the trained LAM to control")] = None,
     env: Annotated[str, typer.Option(help="controller: manipulation or navigation episodes")] = "manipulation",
@@ -121,7 +122,7 @@ def train(
         _train_controller(checkpoint or Path("models/demo"), env, controller_kind, episodes, steps, out)
         return
     cfg = load_config(config, overrides or [])
-    path = _run_with_progress(cfg, stage, resume=resume, init_from=init)
+    path = _run_with_progress(cfg, stage, resume=resume, init_from=init, finetune=finetune)
     console.print(f"checkpoint: {path}")
 
 
@@ -263,16 +264,56 @@ def eval_planning(
     checkpoint: CheckpointOpt = Path("models/demo"),
     episodes: Annotated[int, typer.Option(help="held-out episodes")] = 16,
     seed: int = 0,
+    planner: Annotated[list[str] | None, typer.Option(help="planner setting KEY=VALUE over the preset, e.g. init_std=0.1 (repeatable)")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
+    import yaml
+
     from training.evaluation.common import load_model
     from training.evaluation.planning import PRESET_FOR_ENV, PlanningSuite, run_planning_suite
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
-    result = run_planning_suite(load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed))
-    result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}"
+    settings = {}
+    for item in planner or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--planner takes KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    try:
+        result = run_planning_suite(load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed), **settings)
+    except ValueError as e:  # a planner setting out of range: PlannerConfig names the field
+        raise typer.BadParameter(str(e)) from None
+    result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
+        f" --planner {item}" for item in planner or []
+    )
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
+@eval_app.command("sweep")
+@friendly_errors
+def eval_sweep(
+    runs: Annotated[Path, typer.Option(help="folder holding the sweep's runs (sweep-KIND-LEVEL/lam/checkpoint)")] = Path("runs"),
+    episodes: Annotated[int, typer.Option(help="held-out navigation episodes per variant")] = 8,
+    seed: int = 0,
+    json_path: JsonOpt = None,
+) -> None:
+    """Evaluate every trained sweep variant by protocols 1-5 into one table."""
+    from training.evaluation.planning import PlanningSuite
+    from training.evaluation.sweep import capacity_table
+    from training.sweep import variants
+
+    checkpoints = [runs / f"sweep-{k}-{lvl}" / "lam" / "checkpoint" for k, lvl in variants()]
+    found = [c for c in checkpoints if (c / "manifest.json").exists()]
+    if not found:
+        raise FileNotFoundError(f"no sweep checkpoints under {runs}: run `lawm sweep --config demo` first")
+    result = capacity_table(found, PlanningSuite(eval_episodes=episodes, seed=seed))
+    missing = [c.parent.parent.name for c in checkpoints if c not in found]
+    if missing:
+        result["verdict"] = f"{len(found)} of {len(checkpoints)} variants trained; missing: {', '.join(missing)}"
+    result["command"] = f"lawm eval sweep --runs {runs} --episodes {episodes} --seed {seed}"
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 
@@ -343,14 +384,16 @@ def sweep(
     config: ConfigOpt = "demo",
     encoder: Annotated[Path, typer.Option(help="frozen encoder checkpoint every variant shares")] = Path("runs/demo/encoder/checkpoint"),
     only: Annotated[list[str] | None, typer.Option(help="kind:level, e.g. sparse:low (repeatable)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides every variant shares, e.g. train.lam.steps=300")] = None,
 ) -> None:
-    """Train the capacity sweep's LAMs (sparse/noisy/discrete at low/mid/high) on one frozen encoder."""
+    """Train the capacity sweep's LAMs (sparse/noisy/discrete at low/mid/high) on one frozen encoder;
+    `lawm eval sweep` then evaluates them."""
     from training.config import load_config
     from training.sweep import variant_overrides, variants
 
     chosen = [tuple(v.split(":", 1)) for v in only] if only else variants()
     for kind, level in chosen:
-        cfg = load_config(config, variant_overrides(kind, level))
+        cfg = load_config(config, [*(overrides or []), *variant_overrides(kind, level)])
         path = _run_with_progress(cfg, "lam", init_from=encoder)
         console.print(f"{kind}:{level} -> {path}")
 

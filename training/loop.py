@@ -187,14 +187,20 @@ def clip_batches(
 
 
 # ----------------------------------------------------------------------------- the stage
-def load_previous(cfg: RunConfig, stage: str, model: LatentActionModel, init_from: Path | None) -> list[str]:
-    """Load the weights a stage starts from; returns the components already trained."""
+def load_previous(
+    cfg: RunConfig, stage: str, model: LatentActionModel, init_from: Path | None, finetune: bool = False
+) -> list[str]:
+    """Load the weights a stage starts from; returns the components already trained.
+
+    `finetune` also loads the components this stage trains (e.g. a LAM adapted to new video),
+    instead of starting them afresh."""
     candidates = [init_from] if init_from else [stage_dir(cfg, s) / "checkpoint" for s in PREVIOUS[stage]]
     for path in candidates:
         if path is not None and Path(path).exists():
             # only what this stage keeps frozen must match; what it trains starts afresh
             ckpt = load_checkpoint(path)
-            keep = [c for c in ckpt.manifest.get("trained", []) if c not in TRAINABLE[stage]]
+            keep = [c for c in ckpt.manifest.get("trained", []) if finetune or c not in TRAINABLE[stage]]
+            keep = [c for c in keep if c in model.saved_components()]
             check_config(ckpt.manifest, cfg.model, Path(path), keep)
             ckpt.load_into(model, keep)
             return keep
@@ -215,6 +221,7 @@ def run_stage(
     *,
     resume: bool = True,
     init_from: Path | None = None,
+    finetune: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     max_steps: int | None = None,
 ) -> Path:
@@ -238,7 +245,9 @@ def run_stage(
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     model = LatentActionModel(cfg.model)
-    trained = load_previous(cfg, stage, model, init_from)
+    if finetune and init_from is None:
+        raise TrainingError("finetune needs the checkpoint to start from: pass --init CHECKPOINT")
+    trained = load_previous(cfg, stage, model, init_from, finetune)
     model.to(info.device)
     modules = set_trainable(model, stage)
     optimizers = build_optimizers(stage_cfg.optim, modules)

@@ -2,7 +2,8 @@
 
 The paper never maps Low/Mid/High to coefficients; we pick from its sweep ranges: the loosest
 sparse setting it uses by default (λ_l1 = 0.01) as High, the noisy default (β = 5e-5) as Mid,
-and points a few steps along each sweep for the others. Every variant trains its LAM on the same
+and points a few steps along each sweep for the others; the VQ codebook sizes are its first three
+(16, 1024, 4096). Every variant trains its LAM on the same
 frozen encoder and data, so the variants differ only in their regularizer.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 CAPACITY: dict[str, dict[str, dict[str, float | int]]] = {
     "sparse": {"low": {"l1": 0.1}, "mid": {"l1": 0.04}, "high": {"l1": 0.01}},
     "noisy": {"low": {"beta": 1e-3}, "mid": {"beta": 5e-5}, "high": {"beta": 5e-6}},
-    "discrete": {"low": {"codebook_size": 16}, "high": {"codebook_size": 1024}},
+    "discrete": {"low": {"codebook_size": 16}, "mid": {"codebook_size": 1024}, "high": {"codebook_size": 4096}},
 }
 
 

@@ -6,7 +6,7 @@ from training.sweep import CAPACITY, variant_overrides, variants
 
 def test_every_variant_is_a_valid_demo_config_differing_only_in_the_regularizer() -> None:
     base = load_config("demo")
-    assert len(variants()) == 8
+    assert len(variants()) == 9 and {level for _, level in variants()} == {"low", "mid", "high"}
     for kind, level in variants():
         cfg = load_config("demo", variant_overrides(kind, level))
         assert cfg.model.regularizer.kind == kind and cfg.name == f"sweep-{kind}-{level}"
@@ -18,6 +18,7 @@ def test_every_variant_is_a_valid_demo_config_differing_only_in_the_regularizer(
 def test_capacity_orders_follow_the_paper() -> None:
     assert CAPACITY["sparse"]["low"]["l1"] > CAPACITY["sparse"]["mid"]["l1"] > CAPACITY["sparse"]["high"]["l1"]
     assert CAPACITY["noisy"]["low"]["beta"] > CAPACITY["noisy"]["mid"]["beta"] > CAPACITY["noisy"]["high"]["beta"]
-    assert CAPACITY["discrete"]["low"]["codebook_size"] < CAPACITY["discrete"]["high"]["codebook_size"]
+    sizes = [CAPACITY["discrete"][level]["codebook_size"] for level in ("low", "mid", "high")]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     with pytest.raises(ValueError, match="unknown sweep variant"):
         variant_overrides("sparse", "extreme")

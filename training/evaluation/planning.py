@@ -161,16 +161,23 @@ PRESET_FOR_ENV = {"manipulation": "droid", "navigation": "recon"}
 
 
 def run_planning_suite(
-    model: LatentActionModel, env: str, suite: PlanningSuite = PlanningSuite(), **planner_overrides: Any
+    model: LatentActionModel,
+    env: str,
+    suite: PlanningSuite = PlanningSuite(),
+    *,
+    baselines: bool = True,
+    **planner_overrides: Any,
 ) -> dict[str, Any]:
     """Train a controller and the action-labelled baseline on one set of episodes, then plan on
-    another: latent-action WM + controller, action-labelled WM, random planner, zero action."""
+    another: latent-action WM + controller, action-labelled WM, random planner, zero action.
+    `baselines=False` plans with the latent-action WM only (the sweep shares one baseline run)."""
     from training.action_world_model import ActionWorldModelTraining, action_step, train_action_world_model
     from training.controller_training import ControllerTraining, labelled_set, train_controller
     from training.envs.episodes import record_episode
     from training.models.controller import ControllerConfig
     from training.planning import preset
 
+    cfg = preset(PRESET_FOR_ENV[env], seed=suite.seed, **planner_overrides)  # validated before any training
     size = model.cfg.encoder.image_size
     record = lambda seed: record_episode(env, seed, steps=suite.episode_steps, image_size=size)  # noqa: E731
     train = [record(suite.seed + i) for i in range(suite.train_episodes)]
@@ -180,17 +187,20 @@ def run_planning_suite(
     controller, controller_metrics = train_controller(
         model, data, ControllerConfig(action_dim=action_dim), ControllerTraining(steps=suite.controller_steps, seed=suite.seed)
     )
-    baseline, baseline_metrics = train_action_world_model(
-        model, data, ActionWorldModelTraining(steps=suite.baseline_steps, seed=suite.seed)
-    )
     rollouts = controller_rollouts(model, controller, labelled_set(model, held_out))
-    cfg = preset(PRESET_FOR_ENV[env], seed=suite.seed, **planner_overrides)
     rows = [
         evaluate_planner("latent-action WM + controller", held_out, world_model_chooser(model, latent_step(model, controller), cfg), cfg.horizon),
-        evaluate_planner("action-labelled WM", held_out, world_model_chooser(model, action_step(baseline), cfg), cfg.horizon),
-        evaluate_planner("random actions", held_out, random_chooser(cfg, suite.seed), cfg.horizon),
-        evaluate_planner("zero action", held_out, zero_chooser(cfg), cfg.horizon),
     ]
+    baseline_metrics: dict[str, Any] = {}
+    if baselines:
+        baseline, baseline_metrics = train_action_world_model(
+            model, data, ActionWorldModelTraining(steps=suite.baseline_steps, seed=suite.seed)
+        )
+        rows += [
+            evaluate_planner("action-labelled WM", held_out, world_model_chooser(model, action_step(baseline), cfg), cfg.horizon),
+            evaluate_planner("random actions", held_out, random_chooser(cfg, suite.seed), cfg.horizon),
+            evaluate_planner("zero action", held_out, zero_chooser(cfg), cfg.horizon),
+        ]
     return {
         "title": f"Planning on the {env} world ({PRESET_FOR_ENV[env]} protocol)",
         "protocol": f"offline, {suite.eval_episodes} held-out episodes; planner {cfg.method} H={cfg.horizon} "

@@ -1,0 +1,62 @@
+"""The capacity sweep's table: every variant evaluated by protocols 1-5 (PAPER-NOTES §3.1-3.6).
+
+One row per LAM: its regularizer and coefficient, (1) IDM one-step error vs the zero latent,
+(2) the scene-cut ratio, (3) the cycle-consistency ratio, (4) controller vs IDM rollouts and
+(5) planning error on the navigation world (RECON protocol). The action-labelled, random and
+zero-action planners do not depend on the LAM (the encoder is shared), so they run once, on the
+first variant, and fill the reference rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.evaluation.common import load_model
+from training.evaluation.leak import idm_prediction_error, scene_cut_test
+from training.evaluation.planning import PlanningSuite, run_planning_suite
+from training.evaluation.transfer import cycle_consistency
+
+
+def _mean_row(result: dict[str, Any]) -> dict[str, Any]:
+    return result["rows"][-1]  # every protocol appends its mean row last
+
+
+def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the variant's row, the reference planners' rows when `baselines`)."""
+    model = load_model(checkpoint)
+    reg = model.cfg.regularizer
+    coefficient = {"sparse": f"l1={reg.l1:g}", "noisy": f"beta={reg.beta:g}", "discrete": f"|C|={reg.codebook_size}"}
+    idm, leak, transfer = _mean_row(idm_prediction_error(model)), _mean_row(scene_cut_test(model)), _mean_row(cycle_consistency(model))
+    planning = run_planning_suite(model, "navigation", suite, baselines=baselines)
+    lam = planning["rows"][0]
+    row = {
+        "variant": Path(checkpoint).parent.parent.name.removeprefix("sweep-"),
+        "regularizer": f"{reg.kind} {coefficient.get(reg.kind, '')}".strip(),
+        "idm_l1": idm["idm_l1"],
+        "zero_l1": idm["zero_l1"],
+        "reduction": idm["reduction"],
+        "cut_ratio": leak["ratio"],
+        "transfer_ratio": transfer["ratio_l1"],
+        "rollout_ratio": planning["rollouts"]["ratio"],
+        "nav_ate": lam["ate"],
+        "nav_rpe": lam["rpe"],
+    }
+    return row, planning["rows"][1:]
+
+
+def capacity_table(checkpoints: list[Path], suite: PlanningSuite) -> dict[str, Any]:
+    rows, reference = [], []
+    for i, checkpoint in enumerate(checkpoints):
+        row, ref = variant_row(checkpoint, suite, baselines=i == 0)
+        rows.append(row)
+        reference = reference or ref
+    return {
+        "title": "Capacity sweep: sparse, noisy and discrete latents at low / mid / high capacity",
+        "protocol": "each LAM trained on the same frozen encoder and data; (1) one-step L1 with IDM vs zero latents and "
+        "(2) scene-cut ratio and (3) cycle-consistency ratio on held-out real clips; (4) controller/IDM rollout L1 "
+        f"ratio and (5) planning on {suite.eval_episodes} held-out navigation episodes (RECON protocol, ATE/RPE)",
+        "rows": rows,
+        "reference_planners": reference,
+        "suite": {"train_episodes": suite.train_episodes, "eval_episodes": suite.eval_episodes, "seed": suite.seed},
+    }
