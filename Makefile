@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint demo-model bench-train docs clean
+.PHONY: setup system-deps chromium test lint serve demo-model bench-train docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-test: setup
+test: setup system-deps chromium
 	$(PY) -m pytest -q
+
+# Debian's Chromium for the web console's browser tests (Playwright drives /usr/bin/chromium; no
+# `playwright install` download). Root installs it; elsewhere `sudo make chromium`.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# redis-server, docker-compose and promtool for the Redis and deploy tests (apt-get when root and missing).
+system-deps:
+	@bash scripts/system-deps.sh
+
+# The bundled demo model on 127.0.0.1:8000 (exported to models/repository/ on first start).
+serve: setup
+	$(VENV)/bin/lawm serve
 
 lint: setup
 	$(VENV)/bin/ruff check training exporters service tests

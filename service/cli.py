@@ -6,10 +6,224 @@ commands of the upper layers are registered here, on top of the training CLI.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from exporters.cli import register as register_exporters
-from training.cli import app, bench_app
+from training.cli import app, bench_app, console, friendly_errors
 
 register_exporters(app, bench_app)
+
+
+# ----------------------------------------------------------------------------- serve
+@app.command()
+@friendly_errors
+def serve(
+    repo: Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")] = None,
+    model: Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")] = None,
+    version: Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")] = None,
+    runtime: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="serve this checkpoint on torch instead (no export)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on (default: 8000)")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="accept this bearer key (repeat for several)")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="rows per batch (default: 32)")] = None,
+    max_queue_delay_ms: Annotated[float | None, typer.Option(help="wait for a batch to fill (default: 5)")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Serve a model over HTTP. With no options: the bundled demo model (exported to
+    models/repository on first start) on 127.0.0.1:8000 with onnxruntime on the CPU.
+
+    Every option is also a LAWM_* environment variable (LAWM_PORT, LAWM_API_KEYS, LAWM_MAX_FRAMES, ...);
+    options win over the environment."""
+    import logging
+
+    import uvicorn
+
+    from exporters.errors import ExportError
+    from service.app import create_app
+    from service.serving import check_servable, ensure_exported, settings_from
+
+    flags = {
+        "repo": repo, "model": model, "version": version, "runtime": runtime, "checkpoint": checkpoint,
+        "device": device, "host": host, "port": port, "api_keys": api_key or None,
+        "max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms,
+    }
+    settings = settings_from(flags)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lawm").setLevel(log_level.upper())  # ours only: the ONNX exporter's INFO is noise
+    try:
+        exported = ensure_exported(settings)
+        check_servable(settings)  # a missing repository or version: one line, not a traceback from uvicorn
+    except ExportError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if exported is not None:
+        console.print(f"exported {exported}")
+    source = settings.checkpoint or f"{settings.repo / settings.model} v{settings.version or 'latest'}"
+    runtime = "torch" if settings.checkpoint else settings.runtime
+    console.print(f"serving {source} on http://{settings.host}:{settings.port} ({runtime}); docs at /docs")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+    )
+
+
+
+# ----------------------------------------------------------------------------- bench serve
+# (the batcher/loadgen block: service/loadgen*.py hold the work)
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated numbers, e.g. 1,2,4,8; got {text!r}") from None
+
+
+@bench_app.command("serve")
+@friendly_errors
+def bench_serve(
+    url: Annotated[str | None, typer.Option(help="a running server, e.g. http://127.0.0.1:8000")] = None,
+    spawn: Annotated[bool, typer.Option(
+        "--spawn", help="start `lawm serve` here twice (batching on, then --max-batch-size 1) and compare")] = False,
+    endpoint: Annotated[str, typer.Option(help="latent-actions | plan")] = "latent-actions",
+    rates: Annotated[str, typer.Option(help="request rates to try, per second, comma-separated")] = "1,2,4,8,16",
+    duration: Annotated[float, typer.Option(help="seconds of open-loop load at each rate")] = 10.0,
+    frames: Annotated[int, typer.Option(help="clip length in frames at the model's fps")] = 16,
+    clip: Annotated[Path | None, typer.Option(help="video to send (default: the sample carphone_pristine)")] = None,
+    plan_rates: Annotated[str, typer.Option(help="plan rates to try for the p99 target (--spawn)")] = "0.5,1,2,4",
+    p99_target_ms: Annotated[float, typer.Option(help="planning latency target (p99)")] = 1000.0,
+    repo: Annotated[Path | None, typer.Option(
+        help="model repository: served by --spawn (default models/repository); with --url, also times the "
+        "offline engine from it")] = None,
+    model: Annotated[str, typer.Option(help="model name (--spawn)")] = "demo",
+    version: Annotated[int | None, typer.Option(help="model version (--spawn)")] = 1,
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (--spawn)")] = "onnxruntime",
+    max_batch_size: Annotated[int | None, typer.Option(help="the batching server's rows per batch (--spawn)")] = None,
+    max_queue_delay_ms: Annotated[float | None, typer.Option(help="both servers' queue delay (--spawn)")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """Open-loop load (Poisson arrivals) at fixed rates: throughput, p50/p95/p99, rejections, mean batch
+    size and queue vs compute time; with --spawn, batching on vs off side by side, the share of the
+    offline engine's throughput, and planning requests per second at a p99 target."""
+    import sys
+
+    import httpx
+
+    from service.loadgen_compare import ServeBench, compare
+    from service.loadgen_spawn import ServerError
+    from training.cli import print_table, write_json
+
+    try:
+        opts = ServeBench(
+            endpoint=endpoint, rates=_floats(rates, "--rates"), duration_s=duration, frames=frames, clip=clip,
+            plan_rates=_floats(plan_rates, "--plan-rates"), p99_target_ms=p99_target_ms, api_key=api_key,
+            repo=repo or Path("models/repository"), model=model, version=version, runtime=runtime,
+            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
+        )
+        result = compare(opts, url=url, spawn=spawn, offline_repo=repo if url else None)
+    except (ValueError, ServerError, httpx.HTTPError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
+    print_table(result["title"], result["rows"])
+    for table in result["tables"]:
+        print_table(table["title"], table["rows"])
+    console.print(result["verdict"], highlight=False)
+    write_json(json_path, result)
+
+
+# ----------------------------------------------------------------------------- worker (issue 6)
+@app.command()
+@friendly_errors
+def worker(
+    redis_url: Annotated[str | None, typer.Option(help="the Redis the API replicas enqueue on (LAWM_REDIS_URL)")] = None,
+    repo: Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")] = None,
+    model: Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")] = None,
+    version: Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")] = None,
+    runtime: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="run this checkpoint on torch instead (no export)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")] = None,
+    host: Annotated[str | None, typer.Option(help="address of /livez, /readyz, /metrics (default: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port of /livez, /readyz, /metrics (default: 8001; 0: any)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="jobs run at once (default: 1)")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run transfer jobs from Redis: the same model, runtime and settings as `lawm serve`, many workers
+    side by side. SIGTERM finishes running jobs (up to LAWM_DRAIN_TIMEOUT_S) and hands the rest back."""
+    import logging
+
+    import uvicorn
+
+    from service.serving import ensure_exported, settings_from
+    from service.worker import create_worker_app
+
+    flags = {
+        "redis_url": redis_url, "repo": repo, "model": model, "version": version, "runtime": runtime,
+        "checkpoint": checkpoint, "device": device, "host": host, "worker_port": port,
+        "worker_concurrency": concurrency,
+    }
+    settings = settings_from(flags)
+    if not settings.redis_url:
+        console.print("[bold red]error:[/] lawm worker takes its jobs from Redis: set LAWM_REDIS_URL or pass "
+                      "--redis-url redis://HOST:6379/0 (the same as the API replicas')", highlight=False)
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lawm").setLevel(log_level.upper())
+    exported = ensure_exported(settings)
+    if exported is not None:
+        console.print(f"exported {exported} (first start)")
+    source = settings.checkpoint or f"{settings.repo / settings.model} v{settings.version or 'latest'}"
+    console.print(f"worker for {source} on {settings.redis_url.split('@')[-1]}; "
+                  f"health on http://{settings.host}:{settings.worker_port}")
+    uvicorn.run(
+        create_worker_app(settings), host=settings.host, port=settings.worker_port, log_level="warning",
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+    )
+
+
+# ----------------------------------------------------------------------------- bench jobs (issue 6)
+@bench_app.command("jobs")
+@friendly_errors
+def bench_jobs(
+    repo: Annotated[Path, typer.Option(help="model repository (exported on first start for the demo)")] = Path(
+        "models/repository"),
+    model: Annotated[str, typer.Option(help="model name")] = "demo",
+    version: Annotated[int | None, typer.Option(help="model version")] = 1,
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt")] = "onnxruntime",
+    jobs: Annotated[int, typer.Option(help="transfer jobs per throughput run")] = 16,
+    latency_jobs: Annotated[int, typer.Option(help="one-at-a-time small jobs per path (median)")] = 10,
+    drills: Annotated[bool, typer.Option(help="also SIGKILL a worker mid-job and restart Redis, with counts")] = True,
+    folder: Annotated[Path, typer.Option(help="logs of the processes it starts")] = Path("runs/bench-jobs"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """Transfer jobs per second with 1 and 2 `lawm worker`s behind Redis, the latency Redis adds to a small
+    job vs the in-process store, and fault drills (worker SIGKILL, Redis restart) with job counts. Starts
+    its own redis-server, `lawm serve` and `lawm worker` processes on free loopback ports."""
+    import sys
+
+    from service.jobs_bench import JobsBench, run
+    from service.serving import ensure_exported, settings_from
+    from training.cli import print_table, write_json
+
+    settings = settings_from({"repo": repo, "model": model, "version": version, "runtime": runtime})
+    exported = ensure_exported(settings)  # once here, not by every process it starts
+    if exported is not None:
+        console.print(f"exported {exported}")
+    result = run(JobsBench(repo=repo, model=model, version=version, runtime=runtime, jobs=jobs,
+                           latency_jobs=latency_jobs, drills=drills, folder=folder))
+    result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
+    print_table(result["title"], result["rows"])
+    for table in result["tables"]:
+        print_table(table["title"], table["rows"])
+    console.print(result["verdict"], highlight=False)
+    write_json(json_path, result)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.service_fixtures import tiny_model_repo  # noqa: F401  # session fixture of the service tests
 from training.config import RunConfig, config_from_dict
 
 FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e, "gpu": pytest.mark.gpu}

@@ -366,15 +366,44 @@ def build_demo(
     config: ConfigOpt = "demo",
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides")] = None,
 ) -> None:
-    """Train every stage of a config from scratch, evaluate, and write the bundled model."""
-    from training.bundle import write_bundle
+    """Train every stage of a config from scratch, fine-tune with environment video, train the
+    navigation controller, evaluate, and write the bundled model (training/bundle.py has the recipe)."""
+    from training.bundle import BUNDLED_CONTROLLER_ENV, ENV_FINETUNE, ENV_VIDEO, write_bundle
     from training.config import load_config
+    from training.envs.episodes import write_unlabelled_videos
+    from training.loop import stage_dir
 
     _setup_logging(False)
     cfg = load_config(config, overrides or [])
     for stage in ("encoder", "lam"):  # from scratch: never resume a run made under another config
         _run_with_progress(cfg, stage, resume=False)
-    path = write_bundle(cfg, out)
+    for env, (folder, seed) in ENV_VIDEO.items():
+        write_unlabelled_videos(folder, env, 48, 16, seed, image_size=cfg.model.encoder.image_size)
+    env_cfg = load_config(config, [*(overrides or []), *ENV_FINETUNE, f"name={cfg.name}-env"])
+    adapted = _run_with_progress(env_cfg, "lam", resume=False, init_from=stage_dir(cfg, "lam") / "checkpoint", finetune=True)
+    controlled = Path(cfg.run_dir) / f"{cfg.name}-controller-{BUNDLED_CONTROLLER_ENV}"
+    _train_controller(adapted, BUNDLED_CONTROLLER_ENV, "state", 48, 600, controlled)
+    logs = {
+        "encoder": stage_dir(cfg, "encoder") / "metrics.jsonl",
+        "lam": stage_dir(cfg, "lam") / "metrics.jsonl",
+        "lam-env": stage_dir(env_cfg, "lam") / "metrics.jsonl",
+    }
+    path = write_bundle(controlled, out, logs, rebuild=f"lawm build-demo --config {config} --out {out}")
+    console.print(f"bundled model: {path}")
+
+
+@app.command("bundle")
+@friendly_errors
+def bundle(
+    source: Annotated[Path, typer.Argument(help="checkpoint to bundle (with its controller, if any)")],
+    out: Annotated[Path, typer.Option(help="where to write the bundled model")] = Path("models/demo"),
+    log: Annotated[list[str] | None, typer.Option(help="NAME=metrics.jsonl to keep beside it (repeatable)")] = None,
+) -> None:
+    """Write a checkpoint as a bundled model: fp16 weights, evaluation figures, training logs."""
+    from training.bundle import write_bundle
+
+    logs = {name: Path(path) for name, _, path in (item.partition("=") for item in log or [])}
+    path = write_bundle(source, out, logs, rebuild=f"lawm bundle {source} --out {out}")
     console.print(f"bundled model: {path}")
 
 

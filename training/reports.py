@@ -33,10 +33,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def render_section(name: str, payload: dict[str, Any]) -> str:
     parts = [f"## {payload.get('title', name)}", ""]
-    for key in ("protocol", "machine", "command", "checkpoint", "statistic", "verdict"):
+    for key in ("protocol", "machine", "command", "checkpoint", "statistic", "verdict", "skipped"):
         if payload.get(key):
-            parts.append(f"- **{key}**: {payload[key]}")
+            value = payload[key]
+            if isinstance(value, dict):  # e.g. bench export's {runtime: why it was skipped}
+                value = "; ".join(f"{k}: {v}" for k, v in value.items())
+            parts.append(f"- **{key}**: {value}")
     parts += ["", markdown_table(payload.get("rows", [])), ""]
+    for table in payload.get("tables", []):  # further titled tables (e.g. `lawm bench serve`'s summary)
+        parts += [f"### {table['title']}", "", markdown_table(table.get("rows", [])), ""]
     return "\n".join(parts)
 
 

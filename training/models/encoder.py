@@ -42,17 +42,20 @@ class FrameCausalEncoder(nn.Module):
     dim: int
     grid: int
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
-
     @property
     def tokens(self) -> int:
         return self.grid * self.grid
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def normalize(self, video: torch.Tensor) -> torch.Tensor:
-        return (to_unit_float(video) - self.pixel_mean) / self.pixel_std
+        # The statistics are float32 constants, not buffers: a half-precision copy of the encoder
+        # (exported for TensorRT) would round them, shifting every pixel alike (~0.2 error in the states).
+        mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 1, 3, 1, 1)
+        return (to_unit_float(video) - mean) / std
 
     def encode_tubelets(self, tubelets: torch.Tensor) -> torch.Tensor:
         """`[M, tubelet, 3, H, W]` normalised pixels -> `[M, N, D]` states."""
@@ -63,7 +66,8 @@ class FrameCausalEncoder(nn.Module):
         if t % self.tubelet:
             raise ValueError(f"clip has {t} frames; the encoder needs a multiple of the tubelet size {self.tubelet}")
         steps = t // self.tubelet
-        x = self.normalize(video).reshape(b * steps, self.tubelet, c, h, w)  # [B*S, 2, 3, H, W]
+        # Normalised pixels take the weights' dtype (a no-op in float32; lets a half-precision copy run)
+        x = self.normalize(video).to(self.compute_dtype).reshape(b * steps, self.tubelet, c, h, w)  # [B*S, 2, 3, H, W]
         states = self.encode_tubelets(x)  # [B*S, N, D]
         states = F.layer_norm(states, (states.shape[-1],))
         return states.reshape(b, steps, states.shape[1], states.shape[2])  # [B, S, N, D]

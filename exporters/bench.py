@@ -1,0 +1,190 @@
+"""`lawm bench export`: rows/s per component, exported runtimes vs torch eager, side by side.
+
+For every component and batch size the runtimes are timed in alternation within one run (so a
+noisy neighbour hits all of them alike), each call a full `Component.run` with numpy in and out,
+and the median of `repeats` calls is reported with the ratio to torch eager. On a CUDA host the
+same table adds torch CUDA eager, onnxruntime's CUDA / TensorRT execution providers and TensorRT
+engines, each when it can be loaded; what cannot is recorded as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exporters.components import random_inputs
+from exporters.runtime import LoadedModel, load_model
+
+BAR = 1.3  # onnxruntime (CPU) vs torch eager on the world model at batch 32
+BENCH_STEPS = 4  # context length for the components with a time axis (8 frames: the held-out clip length)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def _time(run: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def _engine_version(repo: Path, name: str) -> int | None:
+    """The newest version of `name` that holds TensorRT engines, if any."""
+    from exporters.repository import read_manifest, version_dir, versions
+
+    found = [v for v in versions(repo, name) if read_manifest(version_dir(repo, name, v)).get("tensorrt")]
+    return found[-1] if found else None
+
+
+def _candidates(repo: Path, name: str, version: int | None, device: str, threads: int | None,
+                skipped: dict[str, str]) -> dict[str, LoadedModel]:
+    """The runtimes to time on this host, keyed by column name; what cannot load goes to `skipped`."""
+    import onnxruntime as ort
+
+    from exporters.errors import ExportError
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        os.environ["LAWM_ORT_THREADS"] = str(threads)
+    out = {"torch": load_model(repo, name, version, runtime="torch", device="cpu"),
+           "onnxruntime": load_model(repo, name, version, runtime="onnxruntime", device="cpu")}
+    if not device.startswith("cuda"):
+        return out
+    if not torch.cuda.is_available():
+        skipped["torch_cuda"] = "skipped: this torch sees no CUDA device"
+        return out
+    out["torch_cuda"] = load_model(repo, name, version, runtime="torch", device=device)
+    available = ort.get_available_providers()
+    for column, providers in (
+        ("ort_cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+        ("ort_tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ):
+        if providers[0] not in available:
+            skipped[column] = f"skipped: onnxruntime {ort.__version__} has no {providers[0]} (install onnxruntime-gpu)"
+            continue
+        out[column] = load_model(repo, name, version, runtime="onnxruntime", device=device, providers=providers)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        skipped["tensorrt"] = "skipped: tensorrt not installed"
+        return out
+    engines = _engine_version(repo, name)
+    if engines is None:
+        skipped["tensorrt"] = f"skipped: no version of {name} holds engines (lawm export ... --format tensorrt)"
+        return out
+    try:
+        out["tensorrt"] = load_model(repo, name, engines, runtime="tensorrt", device=device)
+    except ExportError as e:
+        skipped["tensorrt"] = f"skipped: {str(e).splitlines()[0]}"
+    return out
+
+
+def bench_component(models: dict[str, LoadedModel], component: str, batch: int, repeats: int) -> dict[str, Any]:
+    reference = models["torch"]
+    comp = reference.components[component]
+    steps = BENCH_STEPS if any("steps" in str(a) for s in comp.inputs for a in s.shape) else None
+    gen = torch.Generator().manual_seed(batch)
+    inputs = {k: v.numpy() for k, v in random_inputs(comp.inputs, batch, steps or 1, reference.config, gen).items()}
+    runners = {col: (lambda m=m: m.components[component].run(inputs)) for col, m in models.items()}
+    for run in runners.values():  # warm-up (first-call allocations, ORT's arena)
+        run()
+    times: dict[str, list[float]] = {col: [] for col in runners}
+    for _ in range(repeats):
+        for col, run in runners.items():  # interleaved: every runtime sees the same machine state
+            times[col].append(_time(run))
+    row: dict[str, Any] = {"component": component, "batch": batch, "steps": steps}
+    rates = {col: batch / statistics.median(ts) for col, ts in times.items()}
+    for col, rate in rates.items():
+        row[f"{col}_rows_s"] = rate
+    row["ort_vs_torch"] = rates["onnxruntime"] / rates["torch"]
+    for col in ("ort_cuda", "ort_tensorrt", "tensorrt"):
+        if col in rates:
+            row[f"{col}_vs_torch_cuda"] = rates[col] / rates["torch_cuda"]
+    return row
+
+
+def bench_export(
+    repo: Path | None = None,
+    checkpoint: Path = Path("models/demo"),
+    name: str = "demo",
+    version: int | None = None,
+    batches: tuple[int, ...] = (1, 8, 32),
+    components: tuple[str, ...] | None = None,
+    repeats: int = 7,
+    threads: int | None = None,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    say = progress or (lambda msg: None)
+    command = f"lawm bench export --device {device} --repeats {repeats}" + (f" --threads {threads}" if threads else "")
+    with tempfile.TemporaryDirectory(prefix="lawm-bench-") as tmp:
+        if repo is None:
+            from exporters.export import export_model
+
+            say(f"exporting {checkpoint} to a temporary repository")
+            repo = Path(tmp)
+            export_model(checkpoint, repo, name=name, real_inputs=False, progress=say)
+            command += f" --checkpoint {checkpoint}"
+        else:
+            command = f"lawm export CHECKPOINT --to REPO --name {name} && {command} --repo REPO --name {name}"
+        skipped: dict[str, str] = {}
+        models = _candidates(repo, name, version, device, threads, skipped)
+        m = models["onnxruntime"]
+        source = f"{m.manifest['source']['checkpoint']} (sha256 {m.manifest['source']['sha256'][:12]}…), " \
+                 f"{name} v{m.version}, {m.manifest['precision']} ONNX opset {m.manifest['onnx']['opset']}"
+        wanted = components or tuple(models["torch"].components)
+        rows = []
+        for component in wanted:
+            for batch in batches:
+                say(f"timing {component} at batch {batch}")
+                rows.append(bench_component(models, component, batch, repeats))
+    report = _report(rows, models, skipped, source, repeats, command)
+    if threads is not None:
+        report["title"] += f", {threads} intra-op thread{'s' if threads > 1 else ''} each"
+    return report
+
+
+def _report(rows: list[dict[str, Any]], models: dict[str, LoadedModel], skipped: dict[str, str], source: str,
+            repeats: int, command: str) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    wm = next((r for r in rows if r["component"] == "world_model" and r["batch"] == 32), None)
+    if wm is None:
+        verdict = "bar not checked: world_model at batch 32 was not timed"
+    else:
+        met = "met" if wm["ort_vs_torch"] >= BAR else "missed"
+        verdict = f"onnxruntime vs torch eager, world_model at batch 32: {wm['ort_vs_torch']:.2f}x (bar {BAR}x): {met}"
+    return {
+        "title": "Exported runtimes vs torch eager (rows/s per component)",
+        "machine": machine(),
+        "command": command,
+        "checkpoint": source,
+        "statistic": (
+            f"median of {repeats} calls after one warm-up, runtimes interleaved in one run; a call is Component.run "
+            f"(numpy in/out); components with a time axis at {BENCH_STEPS} steps; rows/s = batch / median seconds"
+        ),
+        "verdict": verdict,
+        "runtimes": {col: m.runtime for col, m in models.items()},
+        "onnxruntime": ort.__version__,
+        "skipped": skipped,
+        "rows": rows,
+    }

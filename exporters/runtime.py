@@ -1,0 +1,202 @@
+"""What the service holds: a loaded model version whose components share one interface.
+
+    model = load_model(Path("repo"), "demo")               # onnxruntime on the CPU, sha256 verified
+    model.components["idm"].run({"states": states})        # {"latents": [B, T-1, Z]}
+    model = load_checkpoint_model(Path("models/demo"))      # torch, straight from a checkpoint
+    step = planner_step(model)                              # for training.planning.plan
+
+Every component takes and returns float32 numpy arrays, batch first (see `exporters.components`
+for names and shapes). `run` is thread-safe on every runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from exporters.components import Profile, TensorSpec, component_specs, default_profiles
+from exporters.errors import RepositoryError
+from exporters.repository import CHECKPOINT_DIR, read_manifest, resolve_version, verify
+from training.config import ModelConfig
+
+__all__ = [
+    "RUNTIMES",
+    "Component",
+    "LoadedModel",
+    "TensorSpec",
+    "load_checkpoint_model",
+    "load_model",
+    "planner_step",
+]
+
+RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+
+
+class Component(Protocol):
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch: int  # largest batch the runtime was built/warmed for (the profile's max)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: int
+    runtime: str  # "torch" | "onnxruntime" | "tensorrt"
+    manifest: dict[str, Any]
+    components: dict[str, Component]
+    config: ModelConfig
+    controller_action_dim: int | None
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def warmup(self, batches: tuple[int, ...] | None = None) -> None:
+        """Run every component once at each batch size (default: its profile's min, opt and max)."""
+        from exporters.components import random_inputs
+
+        gen = torch.Generator().manual_seed(0)
+        for name, comp in self.components.items():
+            profile = self.profiles.get(name)
+            sizes = batches or (tuple(sorted(set(profile.batch))) if profile else (1, comp.max_batch))
+            steps = profile.time[1] if profile and profile.time else 2
+            for b in sizes:
+                x = random_inputs(comp.inputs, b, steps, self.config, gen)
+                comp.run({k: v.numpy() for k, v in x.items()})
+
+
+def _profiles(manifest: dict[str, Any]) -> dict[str, Profile]:
+    out = {}
+    for name, entry in manifest["components"].items():
+        p = entry["profile"]
+        out[name] = Profile(tuple(p["batch"]), tuple(p["time"]) if p.get("time") else None)  # type: ignore[arg-type]
+    return out
+
+
+def _specs(manifest: dict[str, Any]) -> dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]]:
+    return {
+        name: (tuple(TensorSpec.from_json(s) for s in e["inputs"]), tuple(TensorSpec.from_json(s) for s in e["outputs"]))
+        for name, e in manifest["components"].items()
+    }
+
+
+def describe_components(
+    specs: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]], profiles: dict[str, Profile]
+) -> dict[str, dict[str, Any]]:
+    """The manifest's `components` section: specs and profile of each component."""
+    return {
+        name: {
+            "inputs": [s.to_json() for s in ins],
+            "outputs": [s.to_json() for s in outs],
+            "profile": {"batch": list(profiles[name].batch), "time": list(profiles[name].time) if profiles[name].time else None},
+        }
+        for name, (ins, outs) in specs.items()
+    }
+
+
+def load_model(
+    repo: Path,
+    name: str = "demo",
+    version: int | None = None,
+    runtime: str = "onnxruntime",
+    device: str = "cpu",
+    providers: list[str] | None = None,
+) -> LoadedModel:
+    """Open a repository version (the latest when `version` is None) on one runtime.
+
+    Every file's sha256 is verified before anything is loaded; a tampered, missing or damaged
+    file raises `RepositoryError` naming it. `providers` picks onnxruntime execution providers
+    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])."""
+    if runtime not in RUNTIMES:
+        raise RepositoryError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    folder = resolve_version(repo, name, version)
+    manifest = read_manifest(folder)
+    verify(folder, manifest)
+    config = ModelConfig.model_validate(manifest["model_config"])
+    specs, profiles = _specs(manifest), _profiles(manifest)
+    components: dict[str, Any]
+    if runtime == "torch":
+        from exporters.torch_runtime import build_model, torch_components
+
+        model, _ = build_model(folder / CHECKPOINT_DIR)
+        components = torch_components(model, specs, profiles, device)
+    elif runtime == "onnxruntime":
+        from exporters.ort_runtime import OrtComponent, check_providers, default_providers
+
+        providers = providers or default_providers(device)
+        check_providers(providers)
+        components = {
+            c: OrtComponent(c, folder / _artifact(manifest, c, "onnx"), ins, outs, profiles[c], providers)
+            for c, (ins, outs) in specs.items()
+        }
+    else:
+        from exporters.tensorrt import load_engines
+
+        components = load_engines(folder, manifest, specs, profiles, device)
+    return LoadedModel(
+        name=name, version=int(folder.name), runtime=runtime, manifest=manifest, components=components,
+        config=config, controller_action_dim=manifest.get("controller_action_dim"), profiles=profiles,
+    )
+
+
+def _artifact(manifest: dict[str, Any], component: str, kind: str) -> str:
+    files = manifest["components"][component].get("files", {})
+    if kind not in files:
+        raise RepositoryError(
+            f"{manifest.get('name')}/{manifest.get('version')} has no {kind} file for {component}; "
+            f"it was exported as {sorted(files)} — export it with --format {kind} or pick another runtime"
+        )
+    return files[kind]
+
+
+def load_checkpoint_model(checkpoint: Path, device: str = "cpu") -> LoadedModel:
+    """The torch runtime straight from a checkpoint directory (sha256 verified), no export needed."""
+    from exporters.components import controller_action_dim
+    from exporters.torch_runtime import build_model, torch_components
+
+    model, ckpt = build_model(checkpoint)
+    action_dim = controller_action_dim(model)
+    specs = component_specs(model.cfg, action_dim)
+    profiles = default_profiles(model.cfg)
+    manifest = {
+        "name": Path(checkpoint).name,
+        "version": 0,
+        "source": {"checkpoint": str(checkpoint), "step": ckpt.step, "files": ckpt.manifest.get("files", {})},
+        "model_config": ckpt.manifest["model_config"],
+        "controller_config": ckpt.manifest.get("controller_config"),
+        "controller_action_dim": action_dim,
+        "components": describe_components(specs, profiles),
+    }
+    return LoadedModel(
+        name=Path(checkpoint).name, version=0, runtime="torch", manifest=manifest,
+        components=torch_components(model, specs, profiles, device), config=model.cfg,
+        controller_action_dim=action_dim, profiles={k: profiles[k] for k in specs},
+    )
+
+
+# ----------------------------------------------------------------------------- planning
+def planner_step(model: LoadedModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`step(states [B, N, D], actions [B, A]) -> next states [B, N, D]` for `training.planning.plan`,
+    through the model's `controller` and `world_model_step` components (numpy round trip), so
+    the planner behaves the same on every runtime."""
+    if "controller" not in model.components:
+        raise RepositoryError(
+            f"{model.name} v{model.version} has no controller: train one (lawm train controller --checkpoint CKPT "
+            "--env manipulation|navigation) and export that checkpoint"
+        )
+    controller, world_model = model.components["controller"], model.components["world_model_step"]
+
+    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        s = states.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, N, D]
+        a = actions.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, A]
+        latents = controller.run({"actions": a, "states": s})["latents"]  # [B, Z]
+        nxt = world_model.run({"states": s, "latents": latents})["next_states"]  # [B, N, D]
+        return torch.from_numpy(nxt).to(states.device)
+
+    return step

@@ -1,0 +1,307 @@
+"""The engine: the loaded model (`exporters.runtime.LoadedModel`) behind one dynamic batcher per component.
+
+Every model call of the service goes through `await engine.run(component, inputs, priority,
+deadline)`, so concurrent requests share batches. Clips enter the encoder one tubelet per row
+(`[S, 2, 3, H, W]`) and the IDM one state pair per row (`[S-1, 2, N, D]`): the encoder is
+frame-causal and the IDM sees one pair at a time, so this gives the same numbers as encoding the
+clip whole, while clips of any length batch together.
+
+Lifecycle (driven by the app's lifespan): `load()` (repository opened, every sha256 verified,
+batchers started) -> `warm()` (every component run at each batch size its batcher can form, so the
+first real request is as fast as the rest) -> ready -> `drain()` on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, Request
+
+from exporters.runtime import LoadedModel
+from service.batching import DynamicBatcher, Priority
+from service.errors import ApiError
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+log = logging.getLogger("lawm.service")
+
+# Components whose rows are planner candidates (hundreds per call) rather than clips or states.
+PLANNER_COMPONENTS = ("world_model_step", "controller")
+DEFAULT_FPS = 4.0  # the demo and paper configs' rate, for manifests that do not record one
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the routes need to know of the model."""
+
+    image_size: int
+    fps: float
+    tubelet: int  # frames per state
+    tokens: int  # N
+    dim: int  # D
+    latent_dim: int  # Z
+    max_steps: int  # longest world-model / decoder context, in states
+    action_dim: int | None  # the controller's real action size; None without a controller
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (self.tokens, self.dim)
+
+
+def model_fps(model: LoadedModel, folder: Path | None = None) -> float:
+    """The frame rate the model was trained at: from its manifest, else from the run config of the
+    checkpoint it was exported from (the version's `checkpoint/`, or the source path), else 4 fps."""
+    manifest = model.manifest
+    found = manifest.get("fps") or ((manifest.get("run_config") or {}).get("data") or {}).get("fps")
+    if isinstance(found, int | float) and found > 0:
+        return float(found)
+    from training.checkpoint import read_manifest
+
+    source = (manifest.get("source") or {}).get("checkpoint")
+    for checkpoint in [folder / "checkpoint" if folder else None, Path(source) if isinstance(source, str) else None]:
+        if checkpoint is None or not (checkpoint / "manifest.json").is_file():
+            continue
+        try:
+            fps = ((read_manifest(checkpoint).get("run_config") or {}).get("data") or {}).get("fps")
+        except Exception:  # an unreadable source is no reason to refuse the model: fall back below
+            continue
+        if isinstance(fps, int | float) and fps > 0:
+            return float(fps)
+    return DEFAULT_FPS
+
+
+def geometry_of(model: LoadedModel, fps: float) -> Geometry:
+    cfg = model.config
+    return Geometry(
+        image_size=cfg.encoder.image_size,
+        fps=fps,
+        tubelet=cfg.encoder.tubelet,
+        tokens=cfg.encoder.tokens,
+        dim=cfg.encoder.dim,
+        latent_dim=cfg.idm.latent_dim,
+        max_steps=cfg.world_model.max_steps,
+        action_dim=model.controller_action_dim if "controller" in model.components else None,
+    )
+
+
+def warm_batch_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to and including `max_batch_size`: the sizes batches take under load."""
+    sizes, b = [], 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    return [*sizes, max_batch_size]
+
+
+def load_served_model(settings: Settings) -> tuple[LoadedModel, float]:
+    """The model `settings` names (a checkpoint on torch, or a repository version on its runtime)
+    and its frame rate."""
+    from exporters.repository import resolve_version
+    from exporters.runtime import load_checkpoint_model, load_model
+
+    if settings.checkpoint is not None:
+        model = load_checkpoint_model(settings.checkpoint, device=settings.device)
+        return model, settings.fps or model_fps(model, None)
+    model = load_model(settings.repo, settings.model, settings.version, settings.runtime, device=settings.device)
+    folder = resolve_version(settings.repo, settings.model, model.version)
+    return model, settings.fps or model_fps(model, folder)
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.model: LoadedModel | None = None
+        self.geometry: Geometry | None = None
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self.warm_sizes: dict[str, list[int]] = {}
+        self.state = "starting"  # starting -> loading -> warming -> ready -> draining -> stopped | failed
+        self.error: str | None = None
+        self.load_seconds: dict[str, float] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    # ------------------------------------------------------------------ lifecycle
+    def batch_limit(self, component: str) -> int:
+        """Rows per batch for `component`: the setting, capped by a TensorRT engine's profile."""
+        assert self.model is not None
+        wanted = self.settings.plan_max_batch_size if component in PLANNER_COMPONENTS else self.settings.max_batch_size
+        if self.model.runtime == "tensorrt":  # engines cannot run batches above their profile
+            return min(wanted, self.model.components[component].max_batch)
+        return wanted
+
+    async def load(self) -> None:
+        """Open and verify the model, then start one batcher per component."""
+        self.state = "loading"
+        t0 = time.perf_counter()
+        self.model, fps = await asyncio.to_thread(load_served_model, self.settings)
+        self.geometry = geometry_of(self.model, fps)
+        self.load_seconds["load"] = time.perf_counter() - t0
+        for name, component in self.model.components.items():
+            limit = self.batch_limit(name)
+            batcher = DynamicBatcher(
+                name,
+                component.run,
+                max_batch_size=limit,
+                max_queue_delay_ms=self.settings.max_queue_delay_ms,
+                max_queue_rows=max(self.settings.max_queue_rows, limit),
+                metrics=self.metrics.batcher(name) if self.metrics is not None else None,
+            )
+            await batcher.start()
+            self.batchers[name] = batcher
+        if self.metrics is not None:
+            self.metrics.set_model(self.model.name, self.model.version, self.model.runtime)
+        log.info("loaded %s v%s on %s in %.2f s", self.model.name, self.model.version, self.model.runtime,
+                 self.load_seconds["load"])
+
+    async def warm(self) -> None:
+        """Run every component at each batch size its batcher can form (and each context length)."""
+        assert self.model is not None
+        self.state = "warming"
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self._warm_all)
+        self.load_seconds["warm"] = time.perf_counter() - t0
+        self.state = "ready"
+        log.info("warm in %.2f s; ready", self.load_seconds["warm"])
+
+    def _warm_all(self) -> None:
+        import torch
+
+        from exporters.components import random_inputs
+
+        assert self.model is not None and self.geometry is not None
+        gen = torch.Generator().manual_seed(0)
+        for name, component in self.model.components.items():
+            sizes = warm_batch_sizes(self.batchers[name].max_batch_size)
+            profile = self.model.profiles.get(name)
+            # The routes send one tubelet (encoder) or one pair (IDM) per row; context components
+            # see every length from 1 to max_steps at batch 1 (rollouts, renders).
+            steps = {"encoder": 1, "idm": 2}.get(name, 1)
+            shapes = [(b, steps) for b in sizes]
+            if profile is not None and profile.time is not None:
+                lo, _, hi = profile.time
+                shapes += [(1, t) for t in range(max(lo, 1), hi + 1) if (1, t) not in shapes]
+            for batch, t in shapes:
+                inputs = random_inputs(component.inputs, batch, t, self.model.config, gen)
+                component.run({k: v.numpy() for k, v in inputs.items()})
+            self.warm_sizes[name] = sizes
+
+    async def start(self) -> None:
+        """`load()` then `warm()`; on failure the engine stays unready with `error` set."""
+        try:
+            await self.load()
+            await self.warm()
+        except Exception as e:
+            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            raise
+
+    async def drain(self, timeout_s: float) -> None:
+        """Not ready; finish queued and in-flight work (up to `timeout_s`), then stop the batchers."""
+        self.state = "draining"
+        await asyncio.gather(*(b.drain(timeout_s) for b in self.batchers.values()))
+        self.state = "stopped"
+
+    # ------------------------------------------------------------------ calls
+    def require(self, component: str) -> None:
+        """Refuse early, with how to fix it, when the model lacks a component (e.g. no controller)."""
+        if component in self.batchers:
+            return
+        assert self.model is not None
+        if component == "controller":
+            raise ApiError(
+                409,
+                "no_controller",
+                f"model {self.model.name} v{self.model.version} has no controller, so it cannot take real actions "
+                "or plan",
+                "send latent actions instead, or serve a model with a controller (lawm train controller "
+                "--checkpoint CKPT --env navigation|manipulation, then lawm export)",
+            )
+        raise ApiError(409, "missing_component", f"model {self.model.name} has no '{component}' component",
+                       f"it has: {sorted(self.batchers)}")
+
+    async def run(
+        self,
+        component: str,
+        inputs: dict[str, np.ndarray],
+        priority: Priority = Priority.INTERACTIVE,
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One component call through its batcher. `deadline` is an absolute `time.monotonic()`."""
+        self.require(component)
+        return await self.batchers[component].submit(inputs, priority=priority, deadline=deadline)
+
+    async def encode(
+        self, frames: np.ndarray, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None
+    ) -> np.ndarray:
+        """uint8 frames `[T, H, W, 3]` (T a multiple of the tubelet) -> states `[S, N, D]`, S = T / tubelet."""
+        geo = self.geo
+        t, h, w, _ = frames.shape
+        if t == 0 or t % geo.tubelet:
+            raise ValueError(f"need a positive multiple of {geo.tubelet} frames, got {t}")
+        video = frames.reshape(t // geo.tubelet, geo.tubelet, h, w, 3).transpose(0, 1, 4, 2, 3)  # [S, 2, 3, H, W]
+        video = video.astype(np.float32) / np.float32(255.0)
+        out = await self.run("encoder", {"video": video}, priority, deadline)
+        return out["states"][:, 0]  # [S, 1, N, D] -> [S, N, D]
+
+    async def encode_images(
+        self, images: np.ndarray, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None
+    ) -> np.ndarray:
+        """Single uint8 images `[K, H, W, 3]` -> one state each `[K, N, D]` (each image duplicated into a
+        tubelet, as the controller and the planner were trained)."""
+        return await self.encode(np.repeat(images, self.geo.tubelet, axis=0), priority, deadline)
+
+    async def latent_actions(
+        self, states: np.ndarray, priority: Priority = Priority.INTERACTIVE, deadline: float | None = None
+    ) -> np.ndarray:
+        """States `[S, N, D]` -> the latent action between each consecutive pair `[S-1, Z]`."""
+        if len(states) < 2:
+            raise ValueError(f"need at least 2 states, got {len(states)}")
+        pairs = np.stack([states[:-1], states[1:]], axis=1)  # [S-1, 2, N, D]
+        out = await self.run("idm", {"states": pairs}, priority, deadline)
+        return out["latents"][:, 0]  # [S-1, 1, Z] -> [S-1, Z]
+
+    @property
+    def geo(self) -> Geometry:
+        """The loaded model's geometry (the engine must have loaded)."""
+        if self.geometry is None:
+            raise RuntimeError("the engine has not loaded a model yet")
+        return self.geometry
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/models says about the model."""
+        assert self.model is not None and self.geometry is not None
+        components = {}
+        for name, comp in self.model.components.items():
+            components[name] = {
+                "inputs": [s.to_json() for s in comp.inputs],
+                "outputs": [s.to_json() for s in comp.outputs],
+                "max_batch_size": self.batchers[name].max_batch_size,
+                "warm_batch_sizes": self.warm_sizes.get(name, []),
+            }
+        return {"components": components}
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's engine, once ready; 503 (with Retry-After) while loading, warming or draining."""
+    engine: Engine | None = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready:
+        state = engine.state if engine is not None else "starting"
+        raise ApiError(
+            503,
+            "not_ready",
+            f"the model is not ready ({state})",
+            "retry shortly; GET /readyz says when the server is ready",
+            headers={"Retry-After": "1"},
+        )
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -1,0 +1,165 @@
+"""Every error the service answers has one JSON shape, decided here and nowhere else:
+
+    {"error": {"code": "frame_too_large", "message": "...", "hint": "...", "request_id": "..."}}
+
+Routes raise `ApiError(status, code, message, hint)`; request validation, unknown paths, the
+batcher's overload/deadline/shutdown errors and the planner's `ValueError`s map onto the same body.
+Anything unexpected is logged with the request id by `service.middleware` and answered 500 without
+details.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("lawm.service")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class ApiError(StarletteHTTPException):
+    """An error answered to the client as is. Subclasses HTTPException so that FastAPI's body
+    parsing (which turns other exceptions into a bare 400) lets it through unchanged."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=message, headers=dict(headers) if headers else None)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def request_id(request: Request) -> str | None:
+    """The id `service.middleware` gave this request (echoed in X-Request-ID)."""
+    return request.scope.get("state", {}).get("request_id")
+
+
+def error_body(code: str, message: str, hint: str | None, request_id: str | None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "hint": hint, "request_id": request_id}}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, hint, request_id(request)), status_code=status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    """("body", "actions", 0) -> "actions[0]"; the "body"/"query" prefix says nothing to a client."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line summary naming each failing field, and the per-field list for the body."""
+    fields = [{"field": _location(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in errors]
+    shown = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+    return f"invalid request: {shown}{more}", fields
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "overloaded",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
+
+# Hints for the batcher's errors (service/batching.py); each BatcherError carries its own
+# `status` and `reason`, so this module needs nothing else of the batcher.
+_BATCHER_HINTS = {
+    "queue_full": "the server is overloaded: retry after the Retry-After seconds",
+    "deadline": "the deadline passed before the work was computed: allow a longer deadline or retry later",
+    "shutting_down": "the server is shutting down: retry (another replica will answer)",
+    "too_large": "send fewer rows (frames, samples) per request",
+    "invalid_input": "see /v1/models for the inputs each component takes",
+}
+_BATCHER_CODES = {"queue_full": "overloaded", "deadline": "deadline_exceeded"}
+
+
+def batcher_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """A BatcherError as the common body: QueueFull 429 + Retry-After, DeadlineExceeded 504,
+    BatcherClosed 503, RequestTooLarge 413, InvalidInputs 422."""
+    status = int(getattr(exc, "status", 503))
+    reason = str(getattr(exc, "reason", "unavailable"))
+    headers = None
+    if status == 429:
+        retry = getattr(exc, "retry_after_s", None) or 1.0
+        headers = {"Retry-After": str(max(1, math.ceil(float(retry))))}
+    code = _BATCHER_CODES.get(reason, reason)
+    return error_response(request, status, code, str(exc) or code, _BATCHER_HINTS.get(reason), headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(request, exc.status, exc.code, exc.message, exc.hint, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, fields = validation_message(list(exc.errors()))
+    body = error_body("invalid_request", message, "fix the named fields; see /docs for the schema", request_id(request))
+    body["error"]["fields"] = fields
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    hint = "see /docs for the endpoints" if exc.status_code in (404, 405) else None
+    return error_response(request, exc.status_code, code, str(exc.detail), hint, exc.headers)
+
+
+async def _batcher_error(request: Request, exc: Exception) -> JSONResponse:
+    return batcher_error_response(request, exc)
+
+
+async def _runtime_inputs(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(request, 422, "invalid_input", str(exc), "GET /v1/models lists each component's inputs")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers on `app`: ours, FastAPI's validation, Starlette's HTTP errors,
+    the batcher's errors and a runtime's refusal of tensors that do not fit a component."""
+    from exporters.errors import InvalidInputs
+    from service.batching import BatcherError
+
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(BatcherError, _batcher_error)
+    app.add_exception_handler(InvalidInputs, _runtime_inputs)

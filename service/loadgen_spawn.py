@@ -1,0 +1,94 @@
+"""Real server processes for `lawm bench serve --spawn`: start one on a free port, wait until it
+says it is ready, stop it the way an orchestrator would (SIGTERM, then a bounded wait)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ServerError(RuntimeError):
+    """The server process exited or never became ready; the message carries its log's tail."""
+
+
+class ServerProcess:
+    """`command` (argv) run as a child process that listens on `port`; a context manager."""
+
+    def __init__(self, command: list[str], port: int, log_path: Path, *, ready_path: str = "/readyz",
+                 host: str = "127.0.0.1", env: dict[str, str] | None = None) -> None:
+        self.command, self.port, self.log_path, self.ready_path, self.host = command, port, log_path, ready_path, host
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 600.0) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()  # the child holds its own descriptor
+        self.wait_ready(timeout_s)
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll the readiness path until it answers 200 (start-up: loading, exporting, warming)."""
+        assert self.proc is not None
+        ends = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while time.monotonic() < ends:
+                if self.proc.poll() is not None:
+                    raise ServerError(f"`{' '.join(self.command)}` exited with {self.proc.returncode}:\n{self.log_tail()}")
+                try:
+                    if client.get(self.ready_path).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"`{' '.join(self.command)}` was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM (graceful drain), then SIGKILL if it has not exited after `timeout_s`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def lawm_serve_command(port: int, args: list[str]) -> list[str]:
+    """`lawm serve` on `port`, run through this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]

@@ -1,0 +1,70 @@
+"""POST /v1/rollouts' computation: world-model rollouts through the engine, and decoding to frames.
+
+- Latent actions: the autoregressive rollout of `training.models.world_model.rollout`: the
+  observed context states and the IDM's latents between them, then one given latent per step,
+  the context window sliding at `max_steps`.
+- Real actions: the planner's step (`training.evaluation.planning.latent_step`): the controller
+  maps (action, current state) to a latent, then one world-model step from the current state
+  alone, so a rollout predicts exactly what POST /v1/plan scores for the same actions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.batching import Priority
+from service.engine import Engine
+
+
+async def rollout_latents(
+    engine: Engine, context: np.ndarray, latents: np.ndarray, priority: Priority, deadline: float | None
+) -> np.ndarray:
+    """context `[C, N, D]`, latents `[H, Z]` -> predicted states `[H, N, D]`."""
+    max_steps = engine.geo.max_steps
+    if len(context) > 1:
+        context_latents = await engine.latent_actions(context, priority, deadline)  # [C-1, Z]
+    else:
+        context_latents = np.zeros((0, latents.shape[-1]), np.float32)
+    states = context[-max_steps:][None]  # [1, T, N, D]
+    window = context_latents[None]  # [1, T-1, Z]
+    outputs = []
+    for h in range(len(latents)):
+        window = np.concatenate([window, latents[None, h : h + 1]], axis=1)  # [1, T, Z]
+        states, window = states[:, -max_steps:], window[:, -max_steps:]
+        out = await engine.run("world_model", {"states": states, "latents": window}, priority, deadline)
+        nxt = out["predictions"][:, -1]  # [1, N, D]: ŝ_{t+1}
+        outputs.append(nxt[0])
+        states = np.concatenate([states, nxt[:, None]], axis=1)
+    return np.stack(outputs)
+
+
+async def rollout_actions(
+    engine: Engine, state: np.ndarray, actions: np.ndarray, priority: Priority, deadline: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """state `[N, D]`, actions `[H, A]` -> (predicted states `[H, N, D]`, the controller's latents `[H, Z]`)."""
+    current = state[None]  # [1, N, D]
+    states, latents = [], []
+    for h in range(len(actions)):
+        z = (await engine.run("controller", {"actions": actions[h : h + 1], "states": current}, priority, deadline))[
+            "latents"
+        ]  # [1, Z]
+        current = (await engine.run("world_model_step", {"states": current, "latents": z}, priority, deadline))[
+            "next_states"
+        ]  # [1, N, D]
+        states.append(current[0])
+        latents.append(z[0])
+    return np.stack(states), np.stack(latents)
+
+
+async def decode_states(
+    engine: Engine, states: np.ndarray, priority: Priority, deadline: float | None
+) -> np.ndarray:
+    """States `[S, N, D]` -> uint8 frames `[S * tubelet, H, W, 3]`, decoded in windows of `max_steps`."""
+    max_steps = engine.geo.max_steps
+    chunks = []
+    for start in range(0, len(states), max_steps):
+        window = states[start : start + max_steps][None]  # [1, S', N, D]
+        frames = (await engine.run("decoder", {"states": window}, priority, deadline))["frames"][0]  # [2S', 3, H, W]
+        chunks.append(frames)
+    video = np.concatenate(chunks)  # [T, 3, H, W] in [0, 1]
+    return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)

@@ -1,0 +1,1 @@
+"""The API routers: one `APIRouter` per resource (FastAPI's bigger-applications layout)."""

@@ -1,0 +1,45 @@
+"""Probes and metrics: `/livez` (the process answers), `/readyz` (the model is loaded, verified and
+warmed, and the server is not draining), `/metrics` (Prometheus text format).
+
+Liveness never depends on the model, so a supervisor does not kill a server that is still warming.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez")
+async def livez() -> dict[str, bool]:
+    """200 while the process runs."""
+    return {"live": True}
+
+
+@router.get("/readyz", responses={503: {"description": "loading, warming, draining or failed"}})
+async def readyz(request: Request) -> Any:
+    """200 once the model is loaded, checksum-verified and warmed; 503 before that and while draining."""
+    engine = getattr(request.app.state, "engine", None)
+    state = engine.state if engine is not None else "starting"
+    body: dict[str, Any] = {"ready": state == "ready", "state": state}
+    if engine is not None and engine.error:
+        body["error"] = engine.error
+    # Redis (LAWM_REDIS_URL) is reported, not required: when it is down only the job endpoints
+    # answer 503, so the replica stays in its Service and keeps serving the synchronous endpoints.
+    dependency = getattr(getattr(request.app.state, "jobs", None), "dependency", None)
+    if dependency is not None:
+        body["redis"] = await dependency()
+    if state != "ready":
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return body
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process."""
+    payload, content_type = request.app.state.metrics.render()
+    return Response(payload, media_type=content_type)

@@ -1,0 +1,342 @@
+"""Async jobs: POST /v1/transfers -> 202 + Location; GET /v1/jobs[/{id}[/result]]; DELETE cancels.
+
+The clips are decoded and checked when the job is submitted, so a bad upload is a 4xx at once
+instead of a failed job later; the job then holds the decoded frames and runs in the background
+(`service.jobs.runner`) at render priority. `Idempotency-Key` (after the IETF httpapi draft): the
+same key with the same body returns the same job (202 again, `Idempotent-Replayed: true`); the
+same key with a different body is a 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.engine import EngineDep
+from service.errors import ApiError
+from service.inputs import Body, read_body
+from service.jobs.runner import JobRunner, RunnerClosed
+from service.jobs.schemas import JobList, JobOut, TransferRequest
+from service.jobs.store import IdempotencyConflict, Job, JobSpec, JobState
+from service.jobs.transfer import KIND, VIDEO, pack_frames
+from service.media import MediaLimits, decode_clip_bytes, frames_from_base64
+from service.schemas import openapi_body
+from service.settings import Settings, get_settings
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+CLIPS = ("clip_a", "clip_b")
+JSON = "application/json"
+
+
+def get_runner(request: Request) -> JobRunner:
+    runner: JobRunner | None = getattr(request.app.state, "jobs", None)
+    if runner is None:
+        raise ApiError(
+            503,
+            "not_ready",
+            "the job runner is not started yet",
+            "retry shortly; GET /readyz says when",
+            headers={"Retry-After": "1"},
+        )
+    return runner
+
+
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+
+
+def job_out(job: Job) -> JobOut:
+    url = f"/v1/jobs/{job.id}"
+    return JobOut(**job.to_json(), links={"self": url, "result": f"{url}/result"})
+
+
+async def job_or_404(runner: JobRunner, job_id: str) -> Job:
+    job = await runner.store.get(job_id)
+    if job is None:
+        raise ApiError(
+            404,
+            "job_not_found",
+            f"no job {job_id!r}",
+            "job ids come from POST /v1/transfers; ended jobs are forgotten after job_ttl_s "
+            f"({runner.store.ttl_s:g} s)",
+        )
+    return job
+
+
+def _key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ApiError(
+            400,
+            "bad_idempotency_key",
+            f"{IDEMPOTENCY_KEY} must be 1..{MAX_KEY_LENGTH} printable characters",
+            "use a fresh UUID per logical request",
+        )
+    return key
+
+
+def _fingerprint(body: Body, options: TransferRequest) -> str:
+    """The request's identity for Idempotency-Key: its options and the sha256 of each upload."""
+    h = hashlib.sha256(options.model_dump_json().encode())
+    for name in CLIPS:
+        upload = body.files.get(name)
+        if upload is not None:
+            h.update(f"\n{name}:{hashlib.sha256(upload.data).hexdigest()}".encode())
+    return h.hexdigest()
+
+
+def _clip(
+    body: Body, name: str, frames: list[str] | None, limits: MediaLimits
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """uint8 frames `[T, H, W, 3]` of one clip (an upload, resized by the server, or JSON frames)."""
+    upload = body.files.get(name)
+    if upload is not None and frames:
+        raise ApiError(422, "invalid_request", f"send {name} either as an upload or as JSON frames, not both")
+    if upload is not None:
+        clip = decode_clip_bytes(upload.data, filename=upload.filename, limits=limits)
+        src = clip.source
+        return clip.frames, {
+            "frames": len(clip.frames),
+            "source": f"{src.container} {src.codec} {src.width}x{src.height}",
+        }
+    if frames:
+        array = frames_from_base64(frames, limits=limits, field=f"{name}.frames")
+        return array, {"frames": len(array), "source": "frames"}
+    raise ApiError(
+        422,
+        "invalid_request",
+        f"no {name}: upload it as the multipart file `{name}` or send `{name}.frames`",
+        "a transfer needs clip_a (whose actions are taken) and clip_b (whose first state they drive)",
+    )
+
+
+@router.post(
+    "/transfers",
+    status_code=202,
+    response_model=JobOut,
+    openapi_extra=openapi_body(
+        TransferRequest,
+        {
+            "clip_a": "the video whose actions are transferred",
+            "clip_b": "the video whose first state they drive",
+            "request": "JSON options: steps, fps",
+        },
+    ),
+    responses={
+        202: {"description": "the job, queued; poll its Location"},
+        422: {"description": "bad clip, or an Idempotency-Key reused with another body"},
+    },
+)
+async def create_transfer(
+    request: Request, response: Response, engine: EngineDep, runner: RunnerDep, settings: SettingsDep
+) -> JobOut:
+    """Clip A's latent actions applied to clip B's first state through the world model, rendered to MP4,
+    with cycle-consistency metrics. An async job: poll `Location`, then GET its result."""
+    if runner.closing:
+        raise ApiError(
+            503,
+            "shutting_down",
+            "the server is shutting down and takes no new jobs",
+            "submit the job to another replica, or retry after the restart",
+            headers={"Retry-After": "5"},
+        )
+    key = _key(request)
+    body = await read_body(
+        request,
+        TransferRequest,
+        upload_fields=CLIPS,
+        max_part_bytes=settings.max_json_bytes,
+        accept_raw=False,
+    )
+    options = body.options if isinstance(body.options, TransferRequest) else TransferRequest()
+    limits = MediaLimits.from_settings(settings, size=engine.geo.image_size, fps=engine.geo.fps)
+    (frames_a, info_a), (frames_b, info_b) = await asyncio.gather(
+        asyncio.to_thread(_clip, body, "clip_a", options.clip_a.frames if options.clip_a else None, limits),
+        asyncio.to_thread(_clip, body, "clip_b", options.clip_b.frames if options.clip_b else None, limits),
+    )
+    tb = engine.geo.tubelet
+    available = len(frames_a) // tb - 1
+    if available < 1 or len(frames_b) < tb:
+        raise ApiError(
+            422,
+            "clip_too_short",
+            f"clip_a gives {len(frames_a)} frames and clip_b {len(frames_b)}; a transfer "
+            f"needs at least {2 * tb} from clip_a (two states) and {tb} from clip_b (one state)",
+            f"send at least {2 * tb / engine.geo.fps:g} s of video at the model's {engine.geo.fps:g} fps",
+        )
+    if options.steps is not None and options.steps > available:
+        raise ApiError(
+            422,
+            "bad_steps",
+            f"steps={options.steps} but clip_a gives {available} latent steps",
+            f"ask for 1..{available}, or leave steps out for all of them",
+        )
+    params = {
+        "steps": options.steps,
+        "fps": options.fps or engine.geo.fps,
+        "clip_a": info_a,
+        "clip_b": info_b,
+    }
+    spec = JobSpec(
+        KIND, params, {"a": pack_frames(frames_a), "b": pack_frames(frames_b)}, _fingerprint(body, options)
+    )
+    try:
+        job, created = await runner.store.create(spec, key)
+    except IdempotencyConflict as e:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"{IDEMPOTENCY_KEY} {key!r} was already used for job {e.job_id} with a different request body",
+            "use a new key for a new request",
+        ) from None
+    if created:
+        try:
+            runner.submit(job)
+        except RunnerClosed:
+            await runner.store.fail(
+                job.id, "shutdown", "the server shut down before the job started; submit it again"
+            )
+            raise ApiError(
+                503,
+                "shutting_down",
+                "the server is shutting down and takes no new jobs",
+                headers={"Retry-After": "5"},
+            ) from None
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    runner: RunnerDep,
+    state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
+) -> JobList:
+    """The jobs this server holds (ended ones until their TTL), oldest first."""
+    return JobList(jobs=[job_out(j) for j in await runner.store.list_jobs(state)])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: str, runner: RunnerDep, response: Response) -> JobOut:
+    """Status, progress (0..1, with the current stage) and per-stage timings."""
+    job = await job_or_404(runner, job_id)
+    if not job.done:
+        response.headers["Retry-After"] = "1"  # paces polling
+    return job_out(job)
+
+
+def _wants(request: Request, fmt: str | None) -> str:
+    """ "mp4" or "json": `?format=` first, then the Accept header (MP4 when absent or */*)."""
+    if fmt is not None:
+        return fmt
+    ranked = []
+    for i, part in enumerate((request.headers.get("accept") or "*/*").split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = next(
+            (float(p[2:]) for p in params if p.startswith("q=") and p[2:].replace(".", "", 1).isdigit()), 1.0
+        )
+        if q > 0:
+            ranked.append((-q, i, media.lower()))
+    for _, _, media in sorted(ranked):
+        if media in (VIDEO, "video/*", "*/*"):
+            return "mp4"
+        if media in (JSON, "application/*"):
+            return "json"
+    raise ApiError(
+        406,
+        "not_acceptable",
+        f"the result is {VIDEO} or {JSON}; Accept asked for neither",
+        f"send Accept: {VIDEO} or {JSON}, or add ?format=mp4|json",
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    responses={
+        200: {
+            "content": {VIDEO: {}, JSON: {}},
+            "description": "the MP4 (default), or the JSON metrics with "
+            "Accept: application/json or ?format=json",
+        },
+        409: {"description": "the job has not succeeded"},
+    },
+)
+async def get_result(
+    request: Request,
+    job_id: str,
+    runner: RunnerDep,
+    fmt: Annotated[
+        str | None, Query(alias="format", pattern="^(mp4|json)$", description="mp4 or json; overrides Accept")
+    ] = None,
+) -> Response:
+    """The render (MP4) or its metrics (JSON, with cycle consistency and PSNR/SSIM against clip A)."""
+    job = await job_or_404(runner, job_id)
+    if job.state is not JobState.SUCCEEDED:
+        if job.done:
+            reason = f": {job.error['message']}" if job.error else ""
+            raise ApiError(
+                409,
+                f"job_{job.state.value}",
+                f"job {job_id} {job.state.value}{reason}; it has no result",
+                "submit a new job" if job.state is JobState.FAILED else None,
+            )
+        raise ApiError(
+            409,
+            "job_not_finished",
+            f"job {job_id} is {job.state.value} ({job.progress:.0%})",
+            f"poll GET /v1/jobs/{job_id} until its state is succeeded",
+            headers={"Retry-After": "1"},
+        )
+    result = await runner.store.result(job_id)
+    if result is None:  # expired between the two reads
+        raise ApiError(404, "job_not_found", f"job {job_id}'s result has expired")
+    video = result.artifacts.get(VIDEO, b"")
+    if _wants(request, fmt) == "json":
+        payload = {
+            "job": job_out(job).model_dump(),
+            "metrics": result.metrics,
+            "video": {
+                "url": f"/v1/jobs/{job_id}/result?format=mp4",
+                "content_type": VIDEO,
+                "bytes": len(video),
+            },
+        }
+        return JSONResponse(payload)
+    return Response(
+        video, media_type=VIDEO, headers={"Content-Disposition": f'inline; filename="transfer-{job_id}.mp4"'}
+    )
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses={
+        202: {"description": "a running job: cancel requested, it stops at its next step"},
+        409: {"description": "the job already ended"},
+    },
+)
+async def cancel_job(job_id: str, runner: RunnerDep, response: Response) -> JobOut:
+    """Cancel a job: a queued one ends at once (200); a running one stops at its next step (202)."""
+    job = await job_or_404(runner, job_id)
+    if job.state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise ApiError(
+            409,
+            "job_already_ended",
+            f"job {job_id} already {job.state.value}; there is nothing to cancel",
+            "its result stays available until it expires",
+        )
+    job = await runner.cancel(job_id) or job
+    if not job.done:
+        response.status_code = 202
+    return job_out(job)

@@ -1,0 +1,198 @@
+"""KServe Open Inference Protocol v2 (`/v2/...`) over the raw components, so Triton's own clients
+(`tritonclient.http`, `perf_analyzer`) work against lawm.
+
+Every component of the served model is a v2 model of the same name ("encoder", "idm",
+"world_model", "world_model_step", "decoder", "controller"), at the served version. Inference
+goes through the same per-component batchers as /v1, at `Priority.INTERACTIVE`; Triton's request
+parameter `timeout` (microseconds) becomes the request's deadline.
+
+Errors follow the protocol, not the /v1 shape: an HTTP status with `{"error": "<message>"}`,
+which is what tritonclient reads into `InferenceServerException`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.batching import BatcherError, Priority
+from service.kserve_protocol import (
+    HEADER_LENGTH,
+    ProtocolError,
+    TensorMeta,
+    build_infer_response,
+    check_tensors,
+    parse_infer_request,
+)
+
+log = logging.getLogger("lawm.service.kserve")
+
+router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "pytorch_libtorch"}
+V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _engine(request: Request) -> Any:
+    return getattr(request.app.state, "engine", None)
+
+
+def _metas(specs: Any) -> list[TensorMeta]:
+    return [TensorMeta(s.name, V2_DATATYPES.get(s.dtype, s.dtype.upper()), tuple(s.shape)) for s in specs]
+
+
+def _component(request: Request, name: str, version: str | None) -> tuple[Any, Any] | JSONResponse:
+    """(engine, component) or the v2 error saying why there is none."""
+    engine = _engine(request)
+    if engine is None or getattr(engine, "model", None) is None:
+        return v2_error(
+            503, "the model is still loading; retry when /v2/health/ready answers 200", {"Retry-After": "1"}
+        )
+    model = engine.model
+    if name not in model.components:
+        return v2_error(
+            404,
+            f"unknown model '{name}'; this server serves {sorted(model.components)} "
+            f"(the components of {model.name} v{model.version})",
+        )
+    if version is not None and version != str(model.version):
+        return v2_error(
+            404, f"model '{name}' has no version {version!r}; the served version is {model.version}"
+        )
+    return engine, model.components[name]
+
+
+# ----------------------------------------------------------------------------- server
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        lawm_version = version("lawm")
+    except PackageNotFoundError:  # running from a source tree without an install
+        lawm_version = "0+unknown"
+    return {"name": "lawm", "version": lawm_version, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness: every component loaded, verified and warmed")
+async def ready(request: Request) -> JSONResponse:
+    engine = _engine(request)
+    is_ready = bool(engine is not None and getattr(engine, "ready", False))
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+# ----------------------------------------------------------------------------- models
+def _metadata(request: Request, name: str, version: str | None) -> Any:
+    found = _component(request, name, version)
+    if isinstance(found, JSONResponse):
+        return found
+    engine, component = found
+    model = engine.model
+    return {
+        "name": name,
+        "versions": [str(model.version)],
+        "platform": PLATFORMS.get(model.runtime, model.runtime),
+        "inputs": [m.to_json() for m in _metas(component.inputs)],
+        "outputs": [m.to_json() for m in _metas(component.outputs)],
+        "parameters": {"model": model.name, "max_batch_size": int(component.max_batch)},
+    }
+
+
+@router.get("/models/{name}", summary="Model metadata (one served component)")
+async def model_metadata(request: Request, name: str) -> Any:
+    return _metadata(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata at a version")
+async def model_version_metadata(request: Request, name: str, version: str) -> Any:
+    return _metadata(request, name, version)
+
+
+def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
+    found = _component(request, name, version)
+    if isinstance(found, JSONResponse):
+        return found
+    engine, _ = found
+    is_ready = bool(getattr(engine, "ready", False))
+    return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+async def model_ready(request: Request, name: str) -> JSONResponse:
+    return _model_ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness at a version")
+async def model_version_ready(request: Request, name: str, version: str) -> JSONResponse:
+    return _model_ready(request, name, version)
+
+
+# ----------------------------------------------------------------------------- inference
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    found = _component(request, name, version)
+    if isinstance(found, JSONResponse):
+        return found
+    engine, component = found
+    if not getattr(engine, "ready", False):
+        return v2_error(503, "the model is not ready yet (warming up or shutting down)", {"Retry-After": "1"})
+    from exporters.components import check_inputs
+    from exporters.errors import InvalidInputs
+
+    try:
+        parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        arrays = check_tensors(name, _metas(component.inputs), parsed.inputs)
+        check_inputs(name, component.inputs, arrays, getattr(engine.model, "profiles", {}).get(name))
+        deadline = _deadline(parsed.parameters)
+        outputs = await engine.run(name, arrays, Priority.INTERACTIVE, deadline)
+        body, header_length = build_infer_response(name, str(engine.model.version), parsed, outputs)
+    except ProtocolError as e:
+        return v2_error(e.status, e.message)
+    except InvalidInputs as e:
+        return v2_error(400, str(e))
+    except BatcherError as e:
+        retry = getattr(e, "retry_after_s", None)
+        headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
+        return v2_error(e.status, e.message, headers)
+    except Exception:
+        request_id = request.scope.get("state", {}).get("request_id")
+        log.exception("v2 infer on %s failed (request %s)", name, request_id)
+        return v2_error(500, f"internal error (request id {request_id}); see the server log")
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+
+
+def _deadline(parameters: dict[str, Any]) -> float | None:
+    """Triton's `timeout` request parameter (microseconds) -> an absolute monotonic deadline."""
+    timeout = parameters.get("timeout")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ProtocolError(
+            400, f"parameters.timeout is in microseconds and must be a positive number, got {timeout!r}"
+        )
+    return time.monotonic() + float(timeout) / 1e6
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference at a version")
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)

@@ -1,0 +1,148 @@
+"""Service settings from `LAWM_*` environment variables (and `lawm serve` flags), validated at start.
+
+Routes read them through the cached `get_settings()` dependency (FastAPI's "settings in a
+dependency"), never through an import-time singleton, so tests and `create_app(settings)` can swap
+them. Lists (`LAWM_API_KEYS`, `LAWM_AUTH_EXEMPT`) take a comma-separated string or a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Runtime = Literal["torch", "onnxruntime", "tensorrt"]
+MiB = 1 << 20
+
+
+def _split_list(value: Any) -> Any:
+    """`"a, b"` or `'["a", "b"]'` -> `["a", "b"]`; lists pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything `lawm serve` can be told; each field is `LAWM_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LAWM_", extra="ignore", env_ignore_empty=True)
+
+    # --- where and what to serve
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)  # 0: any free port (tests)
+    repo: Path = Path("models/repository")  # exported model repository (REPO/<model>/<version>/)
+    model: str = "demo"
+    version: int | None = Field(1, ge=1)  # None (or "latest"): the highest version in the repository
+    runtime: Runtime = "onnxruntime"
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    # Serve a checkpoint directly on torch instead of a repository version (no export needed).
+    checkpoint: Path | None = None
+    fps: float | None = Field(None, gt=0)  # override the frame rate read from the model's manifest
+    # Checkpoint exported into `repo` on first start when the served version is missing there
+    # (unset: the bundled models/demo, for the model named "demo").
+    export_from: Path | None = None
+
+    # --- batching (one batcher per component)
+    max_batch_size: int = Field(32, ge=1, le=4096)  # rows per batch for clip-level components
+    plan_max_batch_size: int = Field(512, ge=1, le=65536)  # rows per batch for the planner's components
+    max_queue_delay_ms: float = Field(5.0, ge=0, le=10_000)
+    max_queue_rows: int = Field(4096, ge=1)  # queued rows per component before 429
+
+    # --- auth: bearer API keys; empty means no auth
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auth_exempt: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["/livez", "/readyz", "/metrics"])
+
+    # --- input limits
+    max_upload_bytes: int = Field(64 * MiB, ge=1)
+    max_frames: int = Field(256, ge=2)  # frames after sampling at the model's fps
+    max_pixels: int = Field(4096 * 4096, ge=1)  # width * height of one source frame
+    max_duration_s: float = Field(300.0, gt=0)
+    max_json_bytes: int = Field(16 * MiB, ge=1)
+    max_rollout_steps: int = Field(64, ge=1)
+    max_goals: int = Field(1024, ge=1)  # cached goal states (least recently used are dropped)
+    max_plan_rows: int = Field(100_000, ge=1)  # samples x horizon x iterations of one plan
+    max_concurrent_plans: int = Field(32, ge=1)  # plans searching at once (each holds a thread)
+
+    # --- lifecycle and jobs
+    drain_timeout_s: float = Field(30.0, ge=0)
+    job_ttl_s: float = Field(3600.0, gt=0)
+    # --- scale-out (issue 6): jobs and caches on Redis when redis_url is set; otherwise in-process
+    redis_url: str | None = None  # e.g. redis://redis:6379/0
+    redis_prefix: str = Field("lawm", pattern=r"^[A-Za-z0-9_.-]+$")  # keys are "{prefix}:..." (one cluster slot)
+    redis_timeout_s: float = Field(2.0, gt=0)  # connect/command timeout: a down Redis answers 503 this fast
+    job_visibility_timeout_s: float = Field(60.0, gt=0)  # a job unclaimed this long by its worker is reclaimed
+    job_max_attempts: int = Field(3, ge=1)  # worker starts of one job before it goes to the dead-letter stream
+    redis_result_max_bytes: int = Field(16 * MiB, ge=0)  # larger renders go to result_dir (a shared volume)
+    result_dir: Path | None = None  # shared volume for renders above redis_result_max_bytes
+    worker_concurrency: int = Field(1, ge=1)  # jobs one `lawm worker` runs at once
+    worker_heartbeat_s: float = Field(5.0, gt=0)  # worker liveness + keeping its jobs claimed
+    worker_port: int = Field(8001, ge=0, le=65535)  # `lawm worker`'s /livez, /readyz, /metrics
+    cache_size: int = Field(4096, ge=0)  # latent-action results kept in this process (0: no cache)
+    cache_ttl_s: float = Field(3600.0, gt=0)  # lifetime of shared (Redis) cache entries
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _latest(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "latest" else value
+
+    @field_validator("api_keys", "auth_exempt", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            if len(key) < 16:
+                raise ValueError(
+                    f"api_keys[{i}] is {len(key)} characters; use keys of at least 16 random characters "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        return keys
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must look like redis://HOST:6379/0 (or rediss://, unix://), got {url!r}")
+        return url
+
+    @field_validator("auth_exempt")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        bad = [p for p in paths if not p.startswith("/")]
+        if bad:
+            raise ValueError(f"auth_exempt entries are URL paths starting with '/', got {bad}")
+        return paths
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.redis_url is not None and self.job_visibility_timeout_s < 2 * self.worker_heartbeat_s:
+            raise ValueError(
+                f"job_visibility_timeout_s ({self.job_visibility_timeout_s}) must be at least twice "
+                f"worker_heartbeat_s ({self.worker_heartbeat_s}): a live worker renews its claim every heartbeat"
+            )
+        if self.max_json_bytes > self.max_upload_bytes:
+            raise ValueError(
+                f"max_json_bytes ({self.max_json_bytes}) must not exceed max_upload_bytes ({self.max_upload_bytes})"
+            )
+        return self
+
+    @property
+    def model_dir(self) -> Path:
+        return self.repo / self.model
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings (read once from the environment); override in tests with
+    `app.dependency_overrides[get_settings]` or pass `Settings(...)` to `create_app`."""
+    return Settings()

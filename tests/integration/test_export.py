@@ -1,0 +1,203 @@
+"""`lawm export` end to end on a tiny checkpoint with a controller: the repository, its manifest,
+the loader on every CPU runtime, tampering, and the planner through onnxruntime.
+
+The export runs once per module (through the real CLI); it takes about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from exporters.components import random_inputs, spec_shape
+from exporters.errors import ExportError, ParityError, RepositoryError
+from exporters.export import export_model
+from exporters.onnx_export import opset_of
+from exporters.parity import TOLERANCES, output_scale
+from exporters.repository import file_hashes, read_manifest
+from exporters.runtime import LoadedModel, load_checkpoint_model, load_model, planner_step
+from service.cli import app
+from tests.unit.exporters.tiny import tiny_checkpoint
+from training.checkpoint import sha256_file
+from training.planning import PlannerConfig, get_cost, plan
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", controller="state")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    repo = tmp_path_factory.mktemp("repo")
+    result = runner.invoke(app, ["export", str(checkpoint), "--to", str(repo), "--name", "tiny"])
+    assert result.exit_code == 0, result.output
+    return repo, result.output
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path) -> LoadedModel:
+    return load_checkpoint_model(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(exported: tuple[Path, str]) -> LoadedModel:
+    return load_model(exported[0], "tiny")
+
+
+def test_the_cli_reports_every_component(exported: tuple[Path, str]) -> None:
+    repo, output = exported
+    assert (repo / "tiny" / "1" / "manifest.json").is_file()
+    for component in ("encoder", "idm", "world_model", "world_model_step", "decoder", "controller"):
+        assert component in output
+
+
+def test_the_manifest_matches_the_files(exported: tuple[Path, str], checkpoint: Path) -> None:
+    folder = exported[0] / "tiny" / "1"
+    manifest = read_manifest(folder)
+    assert manifest["files"] == file_hashes(folder)  # every file listed, every hash right
+    assert manifest["source"]["sha256"] == sha256_file(checkpoint / "model.safetensors")
+    assert manifest["controller_action_dim"] == 3 and manifest["precision"] == "fp32"
+    assert {"torch", "onnx", "onnxruntime", "onnxscript"} <= set(manifest["versions"])
+    for entry in manifest["components"].values():
+        path = folder / entry["files"]["onnx"]
+        assert opset_of(path) == manifest["onnx"]["opset"] >= 18
+        graph = onnx.load(str(path)).graph
+        assert [i.name for i in graph.input] == [s["name"] for s in entry["inputs"]]
+        assert [o.name for o in graph.output] == [s["name"] for s in entry["outputs"]]
+        assert entry["inputs"][0]["shape"][0] == "batch"
+    report = manifest["parity"]["onnxruntime"]
+    assert report["passed"] and report["real_inputs"]
+    kinds = {(c["component"], c["inputs"], c["batch"]) for c in report["cases"]}
+    for name, entry in manifest["components"].items():
+        for batch in (1, entry["profile"]["batch"][2]):
+            assert {(name, "random", batch), (name, "real", batch)} <= kinds
+
+
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_every_component_round_trips_through_onnxruntime(onnx_model: LoadedModel, reference: LoadedModel, batch: int) -> None:
+    assert onnx_model.runtime == "onnxruntime" and onnx_model.version == 1
+    gen = torch.Generator().manual_seed(batch)
+    for name, comp in onnx_model.components.items():
+        x = {k: v.numpy() for k, v in random_inputs(comp.inputs, batch, 3, onnx_model.config, gen).items()}
+        expected = reference.components[name].run(x)[comp.outputs[0].name]
+        got = comp.run(x)[comp.outputs[0].name]
+        assert got.shape == spec_shape(comp.outputs[0], batch, 3, onnx_model.config)
+        # against torch float32 (not the float64 reference): the tiny model is well conditioned
+        assert np.abs(got - expected).max() <= TOLERANCES["fp32"] * output_scale(expected), name
+
+
+def test_the_torch_runtime_loads_from_the_repository_too(exported: tuple[Path, str], reference: LoadedModel) -> None:
+    model = load_model(exported[0], "tiny", runtime="torch")
+    states = np.random.default_rng(0).standard_normal((2, 4, 16, 32)).astype(np.float32)
+    np.testing.assert_array_equal(
+        model.components["idm"].run({"states": states})["latents"], reference.components["idm"].run({"states": states})["latents"]
+    )
+
+
+def test_the_planner_makes_the_same_plan_through_onnxruntime_as_through_torch(
+    onnx_model: LoadedModel, reference: LoadedModel
+) -> None:
+    cfg = PlannerConfig(action_low=(-1.0,) * 3, action_high=(1.0,) * 3, horizon=3, samples=48, elites=6, iterations=3, seed=7)
+    gen = torch.Generator().manual_seed(0)
+    start, goal = (torch.nn.functional.layer_norm(torch.randn(16, 32, generator=gen), (32,)) for _ in range(2))
+    via_torch = plan(planner_step(reference), get_cost("l1"), start, goal, cfg)
+    via_onnx = plan(planner_step(onnx_model), get_cost("l1"), start, goal, cfg)
+    torch.testing.assert_close(via_onnx.actions, via_torch.actions, atol=1e-5, rtol=0)
+    assert via_onnx.cost == pytest.approx(via_torch.cost, rel=1e-5)
+    assert via_onnx.history == pytest.approx(via_torch.history, rel=1e-5)
+
+
+def test_a_tampered_file_is_refused(exported: tuple[Path, str], tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(exported[0], repo)
+    path = repo / "tiny" / "1" / "world_model_step.onnx"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RepositoryError, match=r"world_model_step.onnx: sha256 mismatch"):
+        load_model(repo, "tiny")
+
+
+def test_a_corrupt_onnx_file_is_refused_even_with_a_matching_hash(exported: tuple[Path, str], tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(exported[0], repo)
+    folder = repo / "tiny" / "1"
+    (folder / "idm.onnx").write_bytes(b"\x08\x07 not a protobuf")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = file_hashes(folder)  # as if the damage happened before the export wrote its hashes
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RepositoryError, match=r"idm.onnx cannot be loaded by onnxruntime"):
+        load_model(repo, "tiny")
+
+
+def test_tensorrt_without_tensorrt_is_a_clear_refusal(exported: tuple[Path, str]) -> None:
+    with pytest.raises(RepositoryError, match="holds no TensorRT engines .* runtime='onnxruntime'"):
+        load_model(exported[0], "tiny", runtime="tensorrt")
+    with pytest.raises(ExportError, match="tensorrt is not installed|needs a CUDA device"):
+        export_model(Path("unused"), exported[0], name="tiny", version=9, fmt="tensorrt")
+
+
+# ----------------------------------------------------------------------------- bad input
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_bad_requests_are_refused_before_any_work(exported: tuple[Path, str], checkpoint: Path, tmp_path: Path) -> None:
+    repo = str(exported[0])
+    code, out = cli("export", str(checkpoint), "--to", repo, "--format", "tflite")
+    assert code == 2 and "unsupported format 'tflite'" in out
+    code, out = cli("export", str(checkpoint), "--to", repo, "--name", "../escape")
+    assert code == 2 and "not a plain folder name" in out
+    assert not (exported[0].parent / "escape").exists()
+    code, out = cli("export", str(checkpoint), "--to", repo, "--name", "tiny", "--version", "1")
+    assert code == 2 and "already holds version 1" in out and "--force" in out
+    code, out = cli("export", str(checkpoint), "--to", repo, "--name", "tiny", "--config", "demo")
+    assert code == 2 and "another model config" in out and "model.encoder.image_size" in out
+    code, out = cli("export", str(tmp_path / "nothing"), "--to", repo, "--name", "other")
+    assert code == 2 and "not found" in out
+    assert sorted(p.name for p in exported[0].iterdir()) == ["tiny"]  # nothing written by any of them
+
+
+def test_a_checkpoint_without_a_decoder_is_refused(tmp_path: Path) -> None:
+    from tests.unit.exporters.tiny import tiny_model
+    from training.checkpoint import save_checkpoint
+
+    model = tiny_model(None)
+    save_checkpoint(tmp_path / "lam", model, components=("encoder", "idm", "regularizer", "world_model"), stage="lam",
+                    step=1, model_config=model.cfg)
+    code, out = cli("export", str(tmp_path / "lam"), "--to", str(tmp_path / "repo"))
+    assert code == 2 and "lacks the components ['decoder']" in out
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_failed_parity_check_writes_nothing(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TOLERANCES, "fp32", 0.0)  # no float32 graph meets a zero bound
+    with pytest.raises(ParityError, match=r"encoder \(random, batch 1\)"):
+        export_model(checkpoint, tmp_path / "repo", name="tiny", real_inputs=False)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_bench_export_times_both_runtimes_side_by_side(exported: tuple[Path, str]) -> None:
+    from exporters.bench import bench_export
+
+    result = bench_export(repo=exported[0], name="tiny", batches=(1, 4), components=("idm", "world_model_step"), repeats=2)
+    assert [(r["component"], r["batch"]) for r in result["rows"]] == [
+        ("idm", 1), ("idm", 4), ("world_model_step", 1), ("world_model_step", 4)
+    ]
+    for row in result["rows"]:
+        assert row["torch_rows_s"] > 0 and row["onnxruntime_rows_s"] > 0
+        assert row["ort_vs_torch"] == pytest.approx(row["onnxruntime_rows_s"] / row["torch_rows_s"])
+    assert result["rows"][0]["steps"] == 4 and result["rows"][2]["steps"] is None
+    assert "not timed" in result["verdict"] and "sha256" in result["checkpoint"]

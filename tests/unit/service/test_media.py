@@ -1,0 +1,131 @@
+"""Uploaded media: real clips decode exactly as the training data does; every kind of bad file is a
+4xx ApiError with a code; encoded outputs decode back with PyAV."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+
+from service.errors import ApiError
+from service.media import (
+    MediaLimits,
+    b64decode_field,
+    check_image_size,
+    decode_clip_bytes,
+    decode_image_bytes,
+    encode_mp4,
+    encode_png_strip,
+    frames_from_base64,
+)
+from training.data.samples import sample_clips
+from training.data.video import decode_all
+
+from .media_files import (
+    audio_only_mp4,
+    clip,
+    gif_with_screen,
+    jpeg_bytes,
+    mp4,
+    png_b64,
+    random_bytes,
+    truncated,
+    webm,
+)
+
+LIMITS = MediaLimits(size=32, fps=4.0, max_bytes=8 << 20, max_frames=64, max_pixels=2000 * 2000, max_duration_s=30.0)
+
+
+def fails(code: str, status: int, fn, *args, **kwargs) -> ApiError:  # noqa: ANN001
+    with pytest.raises(ApiError) as info:
+        fn(*args, **kwargs)
+    assert (info.value.status, info.value.code) == (status, code), info.value.message
+    assert info.value.message
+    return info.value
+
+
+def test_sample_clip_decodes_exactly_like_the_training_data() -> None:
+    path = sample_clips()["carphone_pristine"]
+    got = decode_clip_bytes(path.read_bytes(), filename=path.name, limits=LIMITS)
+    np.testing.assert_array_equal(got.frames, decode_all(path, 4.0, 32))
+    assert got.frames.shape == (17, 32, 32, 3) and got.fps == 4.0
+    np.testing.assert_allclose(got.timestamps, np.arange(17) / 4.0)
+    assert (got.source.width, got.source.height, got.source.container) == (176, 144, "MP4/MOV")
+
+
+def test_webm_and_gif_are_accepted() -> None:
+    assert decode_clip_bytes(webm(16), filename="a.webm", limits=LIMITS).frames.shape == (8, 32, 32, 3)
+    assert decode_clip_bytes(gif_with_screen(40, 40), filename="a.gif", limits=LIMITS).frames.shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "status"),
+    [
+        pytest.param(b"", "empty_upload", 400, id="zero-bytes"),
+        pytest.param(random_bytes(), "unreadable_media", 422, id="random-bytes"),
+        pytest.param(truncated(mp4(16)), "unreadable_media", 422, id="truncated-mp4"),
+        pytest.param(audio_only_mp4(), "no_video_stream", 422, id="audio-only"),
+        pytest.param(gif_with_screen(10_000, 10_000), "frame_too_large", 413, id="10000x10000-header"),
+        pytest.param(mp4(24, size=16), "video_too_small", 422, id="smaller-than-the-model"),
+    ],
+)
+def test_bad_uploads_are_refused_with_a_code(data: bytes, code: str, status: int) -> None:
+    fails(code, status, decode_clip_bytes, data, filename="upload.bin", limits=LIMITS)
+
+
+def test_huge_frame_header_is_refused_before_decoding() -> None:
+    # 10000 x 10000 RGB would be 300 MB per frame: the header check must come first.
+    err = fails("frame_too_large", 413, decode_clip_bytes, gif_with_screen(10_000, 10_000), filename=None, limits=LIMITS)
+    assert "10000x10000" in err.message and err.hint
+
+
+def test_too_many_frames_and_too_long() -> None:
+    few = MediaLimits(**{**LIMITS.__dict__, "max_frames": 5})
+    err = fails("too_many_frames", 413, decode_clip_bytes, mp4(24), filename="a.mp4", limits=few)  # 3 s -> 12 frames
+    assert "at most 5" in err.message
+    short = MediaLimits(**{**LIMITS.__dict__, "max_duration_s": 1.0})
+    fails("too_long", 413, decode_clip_bytes, mp4(24), filename="a.mp4", limits=short)
+    tiny = MediaLimits(**{**LIMITS.__dict__, "max_bytes": 100})
+    fails("upload_too_large", 413, decode_clip_bytes, mp4(24), filename="a.mp4", limits=tiny)
+
+
+def test_an_image_is_not_a_clip() -> None:
+    fails("unsupported_container", 415, decode_clip_bytes, jpeg_bytes(clip(1)[0]), filename="a.jpg", limits=LIMITS)
+
+
+def test_images_keep_their_size_and_a_wrong_size_names_the_expected_one() -> None:
+    image = clip(1, size=32)[0]
+    np.testing.assert_array_equal(decode_image_bytes(encode_png_strip(image[None]), limits=LIMITS), image)
+    assert decode_image_bytes(jpeg_bytes(image), limits=LIMITS).shape == (32, 32, 3)
+    err = fails("wrong_image_size", 422, check_image_size, clip(1, size=48)[0], 32, "goal")
+    assert "48x48" in err.message and "32x32" in err.message
+    fails("frame_too_large", 413, decode_image_bytes, gif_with_screen(10_000, 10_000), limits=LIMITS)
+
+
+def test_base64_frames() -> None:
+    frames = clip(3, size=32)
+    np.testing.assert_array_equal(frames_from_base64([png_b64(f) for f in frames], limits=LIMITS), frames)
+    fails("wrong_image_size", 422, frames_from_base64, [png_b64(clip(1, size=40)[0])], limits=LIMITS)
+    fails("invalid_base64", 422, b64decode_field, "not base64!", "frames[0]")
+    fails("urls_not_fetched", 422, b64decode_field, "https://example.com/a.png", "goal")
+    assert b64decode_field("data:image/png;base64,aGk=", "x") == b"hi"
+
+
+def test_mp4_round_trip_with_odd_sizes() -> None:
+    frames = clip(6, size=33)  # odd: padded to 34 for yuv420p
+    data = encode_mp4(frames, 4.0)
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 4.0
+    assert len(decoded) == 6 and decoded[0].shape == (34, 34, 3)
+    assert np.abs(decoded[2][:33, :33].astype(int) - frames[2]).mean() < 12  # lossy, but the same picture
+
+
+def test_png_strip_lays_frames_side_by_side() -> None:
+    frames = clip(4, size=32)
+    strip = decode_image_bytes(encode_png_strip(frames), limits=LIMITS)
+    assert strip.shape == (32, 128, 3)
+    np.testing.assert_array_equal(strip[:, 64:96], frames[2])
