@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from training.evaluation.common import load_model
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 
@@ -39,6 +39,18 @@ ENV_FINETUNE = [
 BUNDLED_CONTROLLER_ENV = "navigation"
 
 
+def _inherited(manifest: dict, key: str) -> object:
+    """`manifest[key]`, else from the checkpoint it was made from (a controller checkpoint keeps
+    the LAM's training config and data summary only through its `source_checkpoint`)."""
+    seen = 0
+    while manifest.get(key) is None and manifest.get("source_checkpoint") and seen < 8:
+        source = Path(manifest["source_checkpoint"])
+        if not (source / "manifest.json").exists():
+            return None
+        manifest, seen = read_manifest(source), seen + 1
+    return manifest.get(key)
+
+
 def write_bundle(source: Path, out: Path, logs: dict[str, Path], rebuild: str) -> Path:
     """Copy checkpoint `source` (with its controller, if any) to `out` as an fp16 bundle."""
     ckpt = load_checkpoint(source)
@@ -46,13 +58,14 @@ def write_bundle(source: Path, out: Path, logs: dict[str, Path], rebuild: str) -
     out = Path(out)
     extra = {"source_checkpoint": str(source), "rebuild": rebuild}
     manifest = ckpt.manifest
+    run_config, data = _inherited(manifest, "run_config"), _inherited(manifest, "data")
     for key in ("controller_config", "controller_env"):
         if key in manifest:
             extra[key] = manifest[key]
     save_checkpoint(
         out, model, components=model.saved_components(), stage="bundle", step=ckpt.step, model_config=model.cfg,
-        run_config=manifest.get("run_config"), trained=manifest.get("trained"), metrics=manifest.get("metrics"),
-        data=manifest.get("data"), extra=extra, dtype=torch.float16,
+        run_config=run_config, trained=manifest.get("trained"), metrics=manifest.get("metrics"),
+        data=data, extra=extra, dtype=torch.float16,
     )
     # Evaluate the bundle as it will be loaded, then record the figures and the logs beside it.
     loaded = load_model(out)
