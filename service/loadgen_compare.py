@@ -11,6 +11,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,17 +99,20 @@ def _flat(row: dict[str, Any], server: str) -> dict[str, Any]:
         "p95_ms": row["p95_ms"],
         "p99_ms": row["p99_ms"],
         "rejected": row["rejected"],
-        "errors": row["errors"] + row["timeouts"],
+        "errors": row["errors"],  # failed answers and client timeouts (summarize counts both)
         "mean_batch": comps[main]["mean_batch"] if main else None,
         "queue_ms": sum(c["queue_ms"] for c in comps.values()) if comps else None,
         "compute_ms": sum(c["compute_ms"] for c in comps.values()) if comps else None,
         "busy": comps[main]["busy"] if main else None,  # share of the wall time the busiest component computed
         "loadavg": row.get("loadavg_1m"),
+        "cpu_ms_per_ok": 1000.0 * row["server_cpu_s"] / row["ok"] if row.get("server_cpu_s") and row["ok"] else None,
     }
 
 
-async def sweep(url: str, endpoint: str, rates: tuple[float, ...], opts: ServeBench) -> dict[str, Any]:
-    """Warm-up requests (not counted), then each rate in turn; the raw rows and the server's model info."""
+async def sweep(url: str, endpoint: str, rates: tuple[float, ...], opts: ServeBench,
+                cpu: Callable[[], float | None] | None = None) -> dict[str, Any]:
+    """Warm-up requests (not counted), then each rate in turn; the raw rows and the server's model info.
+    `cpu` reads the server's CPU seconds (spawned servers), so each rate also says CPU time per request."""
     async with client_for(url) as client:
         info = await model_info(client, opts.api_key)
         spec = await request_for(client, endpoint, info, opts)
@@ -121,8 +125,12 @@ async def sweep(url: str, endpoint: str, rates: tuple[float, ...], opts: ServeBe
                 raise RuntimeError(f"warm-up {spec.method} {spec.path} answered {r.status_code}: {r.text[:500]}")
         rows = []
         for i, rate in enumerate(rates):
+            cpu0 = cpu() if cpu is not None else None
             row = await run_rate(client, spec, rate, opts.duration_s, seed=opts.seed + i,
                                  timeout_s=opts.timeout_s, api_key=opts.api_key)
+            cpu1 = cpu() if cpu is not None else None
+            if cpu0 is not None and cpu1 is not None:
+                row["server_cpu_s"] = cpu1 - cpu0
             row["loadavg_1m"] = os.getloadavg()[0]  # this host's run queue (ours included): shared-machine context
             rows.append(row)
         return {"info": info, "rows": rows}
@@ -141,14 +149,24 @@ def at_p99_target(rows: list[dict[str, Any]], target_ms: float) -> dict[str, Any
 
 
 # ----------------------------------------------------------------------------- offline engine
-def _median_time(fn: Any, inputs: dict[str, np.ndarray], repeats: int) -> float:
+def _median_time(fn: Any, inputs: dict[str, np.ndarray], repeats: int, min_seconds: float = 1.0) -> float:
+    """Median wall time of `fn(inputs)` over at least `repeats` calls and `min_seconds` (a shared
+    machine's background load comes and goes: a longer window averages over it)."""
+    return _median_times(fn, inputs, repeats, min_seconds)[0]
+
+
+def _median_times(fn: Any, inputs: dict[str, np.ndarray], repeats: int, min_seconds: float = 1.0) -> tuple[float, float]:
+    """(median wall seconds, median process CPU seconds: every thread) of one `fn(inputs)` call."""
     fn(inputs)  # warm
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    walls: list[float] = []
+    cpus: list[float] = []
+    ends = time.perf_counter() + min_seconds
+    while len(walls) < repeats or time.perf_counter() < ends:
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def offline_scaling(repo: Path, model: str, version: int | None, runtime: str,
@@ -188,15 +206,16 @@ def offline_latent_actions_rps(repo: Path, model: str, version: int | None, runt
     rows = {"encoder": states, "idm": states - 1}  # rows one request puts in each component
     steps = {"encoder": 1, "idm": 2}  # as the engine sends them: one tubelet, one pair per row
     gen = torch.Generator().manual_seed(0)
-    per_request_s, per_batch = 0.0, {}
+    per_request_s, per_request_cpu_s, per_batch = 0.0, 0.0, {}
     for name, n_rows in rows.items():
         comp = loaded.components[name]
         b = max(1, int(batches.get(name, 1)))
         x = {k: v.numpy() for k, v in random_inputs(comp.inputs, b, steps[name], loaded.config, gen).items()}
-        seconds = _median_time(comp.run, x, repeats)
-        per_batch[name] = {"batch": b, "batch_ms": 1000.0 * seconds}
+        seconds, cpu_seconds = _median_times(comp.run, x, repeats)
+        per_batch[name] = {"batch": b, "batch_ms": 1000.0 * seconds, "batch_cpu_ms": 1000.0 * cpu_seconds}
         per_request_s += n_rows * seconds / b
-    return {"rps": 1.0 / per_request_s, "components": per_batch}
+        per_request_cpu_s += n_rows * cpu_seconds / b
+    return {"rps": 1.0 / per_request_s, "cpu_ms_per_request": 1000.0 * per_request_cpu_s, "components": per_batch}
 
 
 # ----------------------------------------------------------------------------- the whole comparison
@@ -217,17 +236,29 @@ def _label(info: dict[str, Any], component: str) -> str:
 
 
 def run_spawned(opts: ServeBench, workdir: Path) -> list[dict[str, Any]]:
-    """Batching on, then off, each on its own fresh `lawm serve` process; the sweep of each."""
+    """Batching on, then off, each on its own fresh `lawm serve` process: the sweep of each, and the
+    offline engine timed right after that server stopped (closest to the load it ran under)."""
     results = []
     for name, limit in (("on", opts.max_batch_size), ("off", 1)):
         port = free_port()
         server = ServerProcess(lawm_serve_command(port, _server_args(opts, limit)), port, workdir / f"serve-{name}.log")
         with server.start(timeout_s=1800):
-            result = asyncio.run(sweep(server.url, opts.endpoint, opts.rates, opts))
+            result = asyncio.run(sweep(server.url, opts.endpoint, opts.rates, opts, cpu=server.cpu_seconds))
             if name == "on" and opts.endpoint == "latent-actions":  # planning at a p99 target, same server
-                result["plan"] = asyncio.run(sweep(server.url, "plan", opts.plan_rates, opts))
+                result["plan"] = asyncio.run(sweep(server.url, "plan", opts.plan_rates, opts, cpu=server.cpu_seconds))
+        _add_offline(result, opts.repo, opts)
         results.append(result)
     return results
+
+
+def _add_offline(result: dict[str, Any], repo: Path, opts: ServeBench) -> None:
+    """The offline engine's clips/s at the batch sizes this server formed at saturation."""
+    if opts.endpoint != "latent-actions" or not result["rows"]:
+        return
+    info, best = result["info"], saturation(result["rows"])
+    batches = {c: round(f["mean_batch"]) for c, f in best.get("components", {}).items()}
+    result["offline"] = offline_latent_actions_rps(repo, info["name"], info["version"], info["runtime"],
+                                                   opts.frames, batches)
 
 
 def compare(opts: ServeBench, *, url: str | None = None, spawn: bool = False, offline_repo: Path | None = None,
@@ -257,14 +288,17 @@ def compare(opts: ServeBench, *, url: str | None = None, spawn: bool = False, of
             "p99_ms": best["p99_ms"],
             **{f"{c}_batch": f["mean_batch"] for c, f in best.get("components", {}).items()},
         }
-        if offline_repo is not None and opts.endpoint == "latent-actions":
-            info = result["info"]
-            batches = {c: round(f["mean_batch"]) for c, f in best.get("components", {}).items()}
-            offline = offline_latent_actions_rps(offline_repo, info["name"], info["version"], info["runtime"],
-                                                 opts.frames, batches)
-            line["offline_rps"] = offline["rps"]
-            line["share_of_offline"] = best["throughput_rps"] / offline["rps"]
-            result["offline"] = offline
+        if offline_repo is not None and "offline" not in result:
+            _add_offline(result, offline_repo, opts)
+        if "offline" in result:
+            line["offline_rps"] = result["offline"]["rps"]
+            line["share_of_offline"] = best["throughput_rps"] / result["offline"]["rps"]
+        cpu_ms = _flat(best, label)["cpu_ms_per_ok"]
+        if cpu_ms is not None:  # CPU time per answered request: the same figures, free of the host's other load
+            line["cpu_ms_per_request"] = cpu_ms
+            if "offline" in result:
+                line["offline_cpu_ms_per_request"] = result["offline"]["cpu_ms_per_request"]
+                line["cpu_share_of_offline"] = result["offline"]["cpu_ms_per_request"] / cpu_ms
         summary.append(line)
     payload: dict[str, Any] = {
         "benchmark": "serve",
@@ -278,7 +312,9 @@ def compare(opts: ServeBench, *, url: str | None = None, spawn: bool = False, of
         "request's scheduled send time (no coordinated omission); mean_batch, queue_ms (summed over "
         "components, per request) and compute_ms (summed, per batch) from the server's /metrics; saturation = "
         "the rate with the highest throughput; offline = the same runtime's components called directly at the "
-        "served mean batch size, nothing else running",
+        "served mean batch size (median over >= 1 s), timed right after that server stopped; cpu_ms_per_ok = the "
+        "server process's CPU seconds (every thread, from /proc) per answered request, and offline_cpu the process "
+        "CPU time of the same component calls: figures that barely move with other processes' load on a shared host",
         "rows": rows,
         "tables": [{"title": "At saturation", "rows": summary}],
         "details": results,
@@ -289,10 +325,16 @@ def compare(opts: ServeBench, *, url: str | None = None, spawn: bool = False, of
         payload["batching_speedup"] = speedup
         verdicts.append(f"batching x{speedup:.2f} unbatched throughput at saturation (bar: >= 2): "
                         f"{'pass' if speedup >= 2 else 'not met'}")
+        if "cpu_ms_per_request" in summary[0] and "cpu_ms_per_request" in summary[1]:
+            cpu_speedup = summary[1]["cpu_ms_per_request"] / summary[0]["cpu_ms_per_request"]
+            payload["batching_cpu_speedup"] = cpu_speedup
+            verdicts.append(f"batching needs x{cpu_speedup:.2f} less server CPU time per request")
     if "share_of_offline" in summary[0]:
         share = summary[0]["share_of_offline"]
         verdicts.append(f"served {share:.0%} of the offline engine's throughput at the same batch size (bar: >= 80%): "
                         f"{'pass' if share >= 0.8 else 'not met'}")
+        if "cpu_share_of_offline" in summary[0]:
+            verdicts.append(f"by CPU time per request, served = {summary[0]['cpu_share_of_offline']:.0%} of offline")
     plan = results[0].get("plan") if spawn else (results[0] if opts.endpoint == "plan" else None)
     if plan is not None:
         payload["tables"].append({"title": f"Planning (/v1/plan) at a p99 target of {opts.p99_target_ms:g} ms",

@@ -47,6 +47,17 @@ class ServerProcess:
         self.wait_ready(timeout_s)
         return self
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (all its threads, user + system), from /proc;
+        None where /proc is missing. Unlike wall time, it barely moves with other processes' load."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

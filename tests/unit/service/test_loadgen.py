@@ -97,7 +97,9 @@ def test_open_loop_run_against_a_real_server(tiny_server: ServerProcess) -> None
         async with client_for(tiny_server.url) as client:
             return await run_rate(client, RequestSpec("POST", "/v1/double", b"abc"), rate, duration, seed=7)
 
+    cpu_before = tiny_server.cpu_seconds()
     row = asyncio.run(go())
+    assert tiny_server.cpu_seconds() > cpu_before > 0  # the server's own CPU time, read from /proc
     assert row["sent"] == expected
     assert row["rejected_by_status"]["429"] == expected // 4  # every 4th request, exactly
     assert row["ok"] == expected - expected // 4 and row["errors"] == 0 and row["timeouts"] == 0
