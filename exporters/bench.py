@@ -10,7 +10,6 @@ engines, each when it can be loaded; what cannot is recorded as skipped with the
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,20 +21,15 @@ import torch
 
 from exporters.components import random_inputs
 from exporters.runtime import LoadedModel, load_model
+from training.bench import machine as cpu_machine
 
 BAR = 1.3  # onnxruntime (CPU) vs torch eager on the world model at batch 32
 BENCH_STEPS = 4  # context length for the components with a time axis (8 frames: the held-out clip length)
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    """The CPU line of `lawm bench train`, plus the GPU when there is one."""
+    text = cpu_machine()
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)}"
     return text

@@ -72,7 +72,8 @@ def test_webm_and_gif_are_accepted() -> None:
     ],
 )
 def test_bad_uploads_are_refused_with_a_code(data: bytes, code: str, status: int) -> None:
-    fails(code, status, decode_clip_bytes, data, filename="upload.bin", limits=LIMITS)
+    err = fails(code, status, decode_clip_bytes, data, filename="upload.bin", limits=LIMITS)
+    assert err.message  # every refusal says what was wrong
 
 
 def test_huge_frame_header_is_refused_before_decoding() -> None:
@@ -92,7 +93,8 @@ def test_too_many_frames_and_too_long() -> None:
 
 
 def test_an_image_is_not_a_clip() -> None:
-    fails("unsupported_container", 415, decode_clip_bytes, jpeg_bytes(clip(1)[0]), filename="a.jpg", limits=LIMITS)
+    err = fails("unsupported_container", 415, decode_clip_bytes, jpeg_bytes(clip(1)[0]), filename="a.jpg", limits=LIMITS)
+    assert err.message
 
 
 def test_images_keep_their_size_and_a_wrong_size_names_the_expected_one() -> None:
