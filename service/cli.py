@@ -17,22 +17,32 @@ from training.cli import app, bench_app, console, friendly_errors
 register_exporters(app, bench_app)
 
 
+# Options `lawm serve` and `lawm worker` share: the same model, runtime and device.
+RepoOpt = Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")]
+ModelOpt = Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")]
+VersionOpt = Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")]
+RuntimeOpt = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")]
+CheckpointOpt = Annotated[Path | None, typer.Option(help="run this checkpoint on torch instead (no export)")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")]
+LogLevelOpt = Annotated[str, typer.Option(help="debug | info | warning | error")]
+
+
 # ----------------------------------------------------------------------------- serve
 @app.command()
 @friendly_errors
 def serve(
-    repo: Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")] = None,
-    model: Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")] = None,
-    version: Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")] = None,
-    runtime: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="serve this checkpoint on torch instead (no export)")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")] = None,
+    repo: RepoOpt = None,
+    model: ModelOpt = None,
+    version: VersionOpt = None,
+    runtime: RuntimeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
     host: Annotated[str | None, typer.Option(help="address to listen on (default: 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on (default: 8000)")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="accept this bearer key (repeat for several)")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="rows per batch (default: 32)")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="wait for a batch to fill (default: 5)")] = None,
-    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve a model over HTTP. With no options: the bundled demo model (exported to
     models/repository on first start) on 127.0.0.1:8000 with onnxruntime on the CPU.
@@ -144,16 +154,16 @@ def bench_serve(
 @friendly_errors
 def worker(
     redis_url: Annotated[str | None, typer.Option(help="the Redis the API replicas enqueue on (LAWM_REDIS_URL)")] = None,
-    repo: Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")] = None,
-    model: Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")] = None,
-    version: Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")] = None,
-    runtime: Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="run this checkpoint on torch instead (no export)")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")] = None,
+    repo: RepoOpt = None,
+    model: ModelOpt = None,
+    version: VersionOpt = None,
+    runtime: RuntimeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
     host: Annotated[str | None, typer.Option(help="address of /livez, /readyz, /metrics (default: 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port of /livez, /readyz, /metrics (default: 8001; 0: any)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="jobs run at once (default: 1)")] = None,
-    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run transfer jobs from Redis: the same model, runtime and settings as `lawm serve`, many workers
     side by side. SIGTERM finishes running jobs (up to LAWM_DRAIN_TIMEOUT_S) and hands the rest back."""
