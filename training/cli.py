@@ -127,7 +127,7 @@ def train(
 
 
 def _train_controller(checkpoint: Path, env: str, kind: str, episodes: int, steps: int, out: Path | None) -> None:
-    from training.checkpoint import save_checkpoint
+    from training.checkpoint import read_manifest, save_checkpoint
     from training.controller_training import ControllerTraining, labelled_set, train_controller
     from training.envs.episodes import record_episode
     from training.evaluation.common import load_model
@@ -144,8 +144,10 @@ def _train_controller(checkpoint: Path, env: str, kind: str, episodes: int, step
     controller, metrics = train_controller(model, data, cfg, ControllerTraining(steps=steps))
     model.attach_controller(controller)
     out = out or Path("runs") / f"controller-{env}"
+    source = read_manifest(Path(checkpoint))  # the LAM's run config and data summary travel with it
     save_checkpoint(
         out, model, components=model.saved_components(), stage="controller", step=steps, model_config=model.cfg,
+        run_config=source.get("run_config"), data=source.get("data"),
         trained=["encoder", "decoder", "idm", "regularizer", "world_model", "controller"], metrics=metrics,
         extra={"controller_config": cfg.model_dump(mode="json"), "controller_env": env, "source_checkpoint": str(checkpoint)},
     )

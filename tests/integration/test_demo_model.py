@@ -30,6 +30,10 @@ def test_demo_bundle_is_verified_small_and_matches_the_demo_config() -> None:
     assert size <= 30 * 2**20
     assert set(ckpt.manifest["trained"]) >= {"encoder", "decoder", "idm", "world_model"}
     assert (DEMO / "logs" / "lam.metrics.jsonl").exists()
+    # the bundle carries its navigation controller (real actions forward/lateral/yaw -> latents)
+    assert "controller" in ckpt.manifest["components"] and ckpt.manifest["controller_env"] == "navigation"
+    assert ckpt.manifest["controller_config"]["action_dim"] == 3
+    assert ckpt.manifest["run_config"]["data"]["fps"] == 4.0  # the service reads the model's fps from here
 
 
 def test_idm_latents_carry_the_action(demo) -> None:
