@@ -51,6 +51,7 @@ PLOTS = {
     "leak": ("clips", ("without_cut", "with_cut")),
     "transfer": ("clips", ("orig_l1", "transfer_l1")),
     "planning-manipulation": ("planner", ("delta_xyz",)),
+    "planning-manipulation-std01": ("planner", ("delta_xyz",)),
     "planning-navigation": ("planner", ("ate", "rpe")),
 }
 
