@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.errors import RepositoryError
-from training.checkpoint import sha256_file
+from training.checkpoint import read_json_manifest, sha256_file
 
 FORMAT = "lawm-model-repository/1"
 MANIFEST = "manifest.json"
@@ -73,16 +73,11 @@ def resolve_version(repo: Path, name: str, version: int | None) -> Path:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise RepositoryError(f"{folder} is not a model repository version: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RepositoryError(f"{path} is not valid JSON ({e}): re-export this version (lawm export ... --force)") from None
-    if manifest.get("format") != FORMAT:
-        raise RepositoryError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    return read_json_manifest(
+        Path(folder) / MANIFEST, FORMAT, RepositoryError,
+        missing=f"{folder} is not a model repository version: {MANIFEST} is missing",
+        damaged="re-export this version (lawm export ... --force)",
+    )
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

@@ -159,18 +159,30 @@ def save_checkpoint(
     return directory
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    directory = Path(directory)
-    path = directory / MANIFEST_FILE
-    if not path.exists():
-        raise CheckpointError(f"{directory} is not a lawm checkpoint: {MANIFEST_FILE} is missing")
+def read_json_manifest(
+    path: Path, expected_format: str, error: type[Exception], missing: str, damaged: str
+) -> dict[str, Any]:
+    """A manifest JSON file of a known format, or `error` saying what is wrong: `missing` when the
+    file is absent, `damaged` (how to recover) appended when it is not JSON, or its format unknown.
+    Shared by checkpoints and exported model repositories."""
+    if not path.is_file():
+        raise error(missing)
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is damaged — retrain or restore it") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise error(f"{path} is not valid JSON ({e}); {damaged}") from None
+    if manifest.get("format") != expected_format:
+        raise error(f"{path}: unknown format {manifest.get('format')!r}, expected {expected_format!r}")
     return manifest
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    directory = Path(directory)
+    return read_json_manifest(
+        directory / MANIFEST_FILE, FORMAT, CheckpointError,
+        missing=f"{directory} is not a lawm checkpoint: {MANIFEST_FILE} is missing",
+        damaged="the checkpoint is damaged — retrain or restore it",
+    )
 
 
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
