@@ -147,6 +147,9 @@ class RedisJobStore:
         self._clock = clock
         self._owned: dict[str, str] = {}  # job id -> owner token of the claim this process made
         self._next_file_purge = 0.0
+        # The outcome of the last command, whichever caller sent it: `/readyz` reports Redis as the
+        # requests find it, not only as the last periodic refresh did.
+        self.last_outcome: tuple[float, str | None] | None = None  # (monotonic time, error or None)
         self._scripts = {name: client.register_script(COMMON + body) for name, body in SCRIPTS.items()}
 
     @classmethod
@@ -177,9 +180,13 @@ class RedisJobStore:
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await op()
+            result = await op()
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise StoreUnavailable(e) from e
+            error = StoreUnavailable(e)
+            self.last_outcome = (time.monotonic(), error.message)
+            raise error from e
+        self.last_outcome = (time.monotonic(), None)
+        return result
 
     async def _script(self, name: str, job_id: str, *args: Any) -> Any:
         script = self._scripts[name]

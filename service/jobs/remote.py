@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from service.jobs.redis_store import RedisJobStore, StoreUnavailable
@@ -33,6 +34,7 @@ class RemoteJobRunner:
         self.active = 0  # jobs running in this process: never any
         self._task: asyncio.Task[None] | None = None
         self._status: dict[str, Any] = {"ok": None, "state": "connecting"}
+        self._refreshed_at = 0.0  # monotonic time of the last refresh, reached or not
 
     async def start(self) -> None:
         """Create the stream's consumer group when Redis answers, and keep the job gauges current."""
@@ -65,9 +67,18 @@ class RemoteJobRunner:
         return 0
 
     async def dependency(self) -> dict[str, Any]:
-        """Redis as `/readyz` reports it, from the last refresh (a probe never waits on a down Redis):
-        reachable or not, with the live workers and the queued and running jobs."""
-        return dict(self._status)
+        """Redis as `/readyz` reports it (a probe never waits on a down Redis): reachable or not, as the
+        latest command found it (a request's or the last refresh's), with the live workers and the
+        queued and running jobs from the last refresh that reached it."""
+        status = dict(self._status)
+        outcome = self.store.last_outcome
+        if outcome is not None and outcome[0] > self._refreshed_at:
+            _, error = outcome
+            if error is None and status.get("ok") is not True:
+                status = {"ok": True, "state": "reconnected"}  # the counts follow at the next refresh
+            elif error is not None:
+                status = {"ok": False, "error": error}
+        return status
 
     async def _refresh_loop(self) -> None:
         group_ready = False
@@ -91,6 +102,14 @@ class RemoteJobRunner:
                 if self._status.get("ok") is not False:  # say it once per outage, not every refresh
                     log.warning("%s; job endpoints answer 503 until it is back", e.message)
                 self._status = {"ok": False, "error": e.message}
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # drain() stops us
+                    raise
+                # A client-side timeout can surface as a stray CancelledError; the loop must outlive it,
+                # or `/readyz` would report the outage it saw last forever.
+                log.warning("a Redis call was cancelled under the job-count refresh; retrying")
             except Exception:  # never let the gauges' loop die silently
                 log.exception("refreshing the job counts failed")
+            self._refreshed_at = time.monotonic()
             await asyncio.sleep(REFRESH_S)

@@ -195,3 +195,29 @@ async def test_unreachable_redis_is_store_unavailable(prefix: str) -> None:
         assert "unreachable" in err.value.message
     finally:
         await store.close()
+
+
+async def test_readiness_follows_the_latest_command_across_an_outage(tmp_path: Path, prefix: str) -> None:
+    """`/readyz`'s Redis report changes with the first command that finds Redis down or back, without
+    waiting for the periodic refresh (whose loop is stopped here to prove it)."""
+    from service.jobs.remote import RemoteJobRunner
+    from service.redis_server import RedisServer
+    from tests.integration.redis.conftest import need_redis_server
+
+    with RedisServer.start_new(tmp_path / "redis", appendonly=True, binary=need_redis_server()) as server:
+        store = store_for(server.url, prefix, ttl_s=60.0)
+        runner = RemoteJobRunner(store)  # type: ignore[arg-type]
+        try:
+            assert (await runner.dependency())["ok"] is None  # nothing tried yet: connecting
+            job, _ = await store.create(spec())  # type: ignore[attr-defined]
+            assert (await runner.dependency())["ok"] is True
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await store.get(job.id)  # type: ignore[attr-defined]
+            down = await runner.dependency()
+            assert down["ok"] is False and "unreachable" in down["error"]
+            server.start()
+            assert (await store.get(job.id)).state is JobState.QUEUED  # type: ignore[attr-defined]  # AOF kept it
+            assert (await runner.dependency())["ok"] is True
+        finally:
+            await store.close()  # type: ignore[attr-defined]
