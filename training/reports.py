@@ -54,11 +54,16 @@ PLOTS = {
     "planning-manipulation-std01": ("planner", ("delta_xyz",)),
     "planning-navigation": ("planner", ("ate", "rpe")),
 }
+# Tables whose columns have different scales: one small panel per column.
+PANELS = {
+    "sweep": ("variant", ("reduction", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_rpe")),
+}
 
 
 def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
-    """A grouped bar chart of the section's rows, when matplotlib is installed."""
-    spec = PLOTS.get(stem)
+    """A grouped bar chart of the section's rows (or one panel per column, for `PANELS`), when
+    matplotlib is installed."""
+    spec = PLOTS.get(stem) or PANELS.get(stem)
     rows = payload.get("rows", [])
     if spec is None or not rows:
         return None
@@ -74,14 +79,24 @@ def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
     if not value_keys:
         return None
     labels = [str(r[label_key]) for r in rows]
-    width = 0.8 / len(value_keys)
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    for i, key in enumerate(value_keys):
-        xs = [j + i * width for j in range(len(rows))]
-        ax.bar(xs, [r.get(key, 0.0) for r in rows], width, label=key)
-    ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
-    ax.set_title(payload.get("title", stem), fontsize=9)
-    ax.legend(fontsize=8)
+    if stem in PANELS:
+        fig, axes = plt.subplots(1, len(value_keys), figsize=(2.6 * len(value_keys), 3.4), dpi=100, squeeze=False)
+        for ax, key in zip(axes[0], value_keys, strict=True):
+            ax.barh(range(len(rows)), [r.get(key, 0.0) for r in rows], color="tab:blue")
+            ax.set_yticks(range(len(rows)), labels if ax is axes[0][0] else [], fontsize=7)
+            ax.invert_yaxis()  # first row on top, as in the table
+            ax.set_title(key, fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+        fig.suptitle(payload.get("title", stem), fontsize=9)
+    else:
+        width = 0.8 / len(value_keys)
+        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+        for i, key in enumerate(value_keys):
+            xs = [j + i * width for j in range(len(rows))]
+            ax.bar(xs, [r.get(key, 0.0) for r in rows], width, label=key)
+        ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
+        ax.set_title(payload.get("title", stem), fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, metadata={"Software": None})  # no version string: the PNG only changes with the data

@@ -57,6 +57,6 @@ def capacity_table(checkpoints: list[Path], suite: PlanningSuite) -> dict[str, A
         "(2) scene-cut ratio and (3) cycle-consistency ratio on held-out real clips; (4) controller/IDM rollout L1 "
         f"ratio and (5) planning on {suite.eval_episodes} held-out navigation episodes (RECON protocol, ATE/RPE)",
         "rows": rows,
-        "reference_planners": reference,
+        "tables": [{"title": "Reference planners on the same navigation episodes (they do not depend on the LAM)", "rows": reference}],
         "suite": {"train_episodes": suite.train_episodes, "eval_episodes": suite.eval_episodes, "seed": suite.seed},
     }

@@ -1,0 +1,46 @@
+"""`lawm eval sweep`'s table on tiny checkpoints: one row per trained variant by protocols 1-5, the
+reference planners once, and the page `lawm docs` renders from it (table, reference table, panels)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from training.evaluation.planning import PlanningSuite
+from training.evaluation.sweep import capacity_table
+from training.reports import write_docs
+
+from ..unit.exporters.tiny import tiny_checkpoint
+
+TINY_SUITE = PlanningSuite(train_episodes=2, eval_episodes=2, controller_steps=3, baseline_steps=3, seed=0)
+
+
+def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tmp_path: Path) -> None:
+    sparse = tiny_checkpoint(tmp_path / "runs" / "sweep-sparse-low" / "lam" / "checkpoint", controller=None, seed=1)
+    noisy = tiny_checkpoint(
+        tmp_path / "runs" / "sweep-noisy-mid" / "lam" / "checkpoint", controller=None, seed=2,
+        **{"model.regularizer.kind": "noisy", "model.regularizer.beta": 5e-5},
+    )
+    table = capacity_table([sparse, noisy], TINY_SUITE)
+
+    rows = table["rows"]
+    assert [r["variant"] for r in rows] == ["sparse-low", "noisy-mid"]
+    assert rows[0]["regularizer"].startswith("sparse l1=") and rows[1]["regularizer"] == "noisy beta=5e-05"
+    for row in rows:  # every protocol filled every column with a number
+        numbers = {k: v for k, v in row.items() if k not in ("variant", "regularizer")}
+        assert set(numbers) == {"idm_l1", "zero_l1", "reduction", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_ate", "nav_rpe"}
+        assert all(math.isfinite(v) for v in numbers.values())
+        assert math.isclose(row["reduction"], 1 - row["idm_l1"] / row["zero_l1"], rel_tol=1e-6)
+    (reference,) = table["tables"]
+    assert [r["planner"] for r in reference["rows"]] == ["action-labelled WM", "random actions", "zero action"]
+    assert table["suite"]["eval_episodes"] == 2
+
+    docs = tmp_path / "docs"
+    (docs / "results").mkdir(parents=True)
+    (docs / "results" / "sweep.json").write_text(json.dumps(table))
+    (page,) = write_docs(docs)
+    text = page.read_text()
+    assert "| sparse-low |" in text and "| noisy-mid |" in text
+    assert "### Reference planners" in text and "| random actions |" in text
+    assert "![sweep](img/sweep.png)" in text and (docs / "img" / "sweep.png").stat().st_size > 1000
