@@ -294,6 +294,17 @@ def eval_planning(
     write_json(json_path, result)
 
 
+def _finished(checkpoint: Path) -> bool:
+    """Whether a LAM run's checkpoint exists and reached the steps its run config asked for."""
+    from training.checkpoint import read_manifest
+
+    if not (checkpoint / "manifest.json").exists():
+        return False
+    manifest = read_manifest(checkpoint)
+    steps = ((manifest.get("run_config") or {}).get("train") or {}).get("lam", {}).get("steps")
+    return steps is None or manifest["step"] >= steps
+
+
 @eval_app.command("sweep")
 @friendly_errors
 def eval_sweep(
@@ -308,16 +319,24 @@ def eval_sweep(
     from training.sweep import variants
 
     checkpoints = [runs / f"sweep-{k}-{lvl}" / "lam" / "checkpoint" for k, lvl in variants()]
-    found = [c for c in checkpoints if (c / "manifest.json").exists()]
+    found = [c for c in checkpoints if _finished(c)]  # a run still training has a manifest too
     if not found:
-        raise FileNotFoundError(f"no sweep checkpoints under {runs}: run `lawm sweep --config demo` first")
-    result = capacity_table(found, PlanningSuite(eval_episodes=episodes, seed=seed))
+        raise FileNotFoundError(f"no finished sweep checkpoints under {runs}: run `lawm sweep --config demo` first")
     missing = [c.parent.parent.name for c in checkpoints if c not in found]
-    if missing:
-        result["verdict"] = f"{len(found)} of {len(checkpoints)} variants trained; missing: {', '.join(missing)}"
-    result["command"] = f"lawm eval sweep --runs {runs} --episodes {episodes} --seed {seed}"
+    command = f"lawm eval sweep --runs {runs} --episodes {episodes} --seed {seed}"
+
+    def save(table: dict[str, Any], partial: bool = True) -> None:
+        notes = [f"{len(found)} of {len(checkpoints)} variants trained; missing: {', '.join(missing)}"] if missing else []
+        if partial:
+            notes.append(f"partial: {len(table['rows'])} of {len(found)} trained variants evaluated so far")
+        payload = {**table, "command": command}
+        if notes:
+            payload["verdict"] = "; ".join(notes)
+        write_json(json_path, payload)
+
+    result = capacity_table(found, PlanningSuite(eval_episodes=episodes, seed=seed), on_row=save)
     print_table(result["title"], result["rows"])
-    write_json(json_path, result)
+    save(result, partial=False)
 
 
 # ----------------------------------------------------------------------------- bench

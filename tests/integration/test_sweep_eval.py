@@ -22,16 +22,28 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
         tmp_path / "runs" / "sweep-noisy-mid" / "lam" / "checkpoint", controller=None, seed=2,
         **{"model.regularizer.kind": "noisy", "model.regularizer.beta": 5e-5},
     )
-    table = capacity_table([sparse, noisy], TINY_SUITE)
+    free = tiny_checkpoint(
+        tmp_path / "runs" / "sweep-none-unconstrained" / "lam" / "checkpoint", controller=None, seed=3,
+        **{"model.regularizer.kind": "none"},
+    )
+    partial: list[dict] = []
+    table = capacity_table([sparse, noisy, free], TINY_SUITE, on_row=partial.append)
+    assert [len(t["rows"]) for t in partial] == [1, 2]  # kept after each variant but the last
+    assert partial[1]["rows"][0] == {k: v for k, v in table["rows"][0].items() if k != "idm_vs_unconstrained"}
 
     rows = table["rows"]
-    assert [r["variant"] for r in rows] == ["sparse-low", "noisy-mid"]
+    assert [r["variant"] for r in rows] == ["sparse-low", "noisy-mid", "none-unconstrained"]
+    assert rows[2]["regularizer"] == "none" and rows[2]["idm_vs_unconstrained"] == 1.0
     assert rows[0]["regularizer"].startswith("sparse l1=") and rows[1]["regularizer"] == "noisy beta=5e-05"
     for row in rows:  # every protocol filled every column with a number
         numbers = {k: v for k, v in row.items() if k not in ("variant", "regularizer")}
-        assert set(numbers) == {"idm_l1", "zero_l1", "reduction", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_ate", "nav_rpe"}
+        assert set(numbers) == {
+            "idm_l1", "zero_l1", "reduction", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_ate", "nav_rpe",
+            "idm_vs_unconstrained",
+        }
         assert all(math.isfinite(v) for v in numbers.values())
         assert math.isclose(row["reduction"], 1 - row["idm_l1"] / row["zero_l1"], rel_tol=1e-6)
+        assert math.isclose(row["idm_vs_unconstrained"], row["idm_l1"] / rows[2]["idm_l1"], rel_tol=1e-9)
     (reference,) = table["tables"]
     assert [r["planner"] for r in reference["rows"]] == ["action-labelled WM", "random actions", "zero action"]
     assert table["suite"]["eval_episodes"] == 2
@@ -44,3 +56,20 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
     assert "| sparse-low |" in text and "| noisy-mid |" in text
     assert "### Reference planners" in text and "| random actions |" in text
     assert "![sweep](img/sweep.png)" in text and (docs / "img" / "sweep.png").stat().st_size > 1000
+
+
+def test_only_finished_runs_count_as_trained(tmp_path: Path) -> None:
+    """A run still training has a checkpoint (and manifest) too; `lawm eval sweep` must not take it."""
+    from training.checkpoint import save_checkpoint
+    from training.cli import _finished
+
+    from ..unit.exporters.tiny import tiny_model
+
+    model = tiny_model()
+    for step, name in ((200, "running"), (600, "done")):
+        save_checkpoint(
+            tmp_path / name, model, components=model.saved_components(), stage="lam", step=step, model_config=model.cfg,
+            run_config={"train": {"lam": {"steps": 600}}},
+        )
+    assert not _finished(tmp_path / "running") and _finished(tmp_path / "done")
+    assert not _finished(tmp_path / "absent")

@@ -1,13 +1,17 @@
 import pytest
 
 from training.config import load_config
-from training.sweep import CAPACITY, variant_overrides, variants
+from training.sweep import CAPACITY, UNCONSTRAINED, variant_overrides, variants
 
 
 def test_every_variant_is_a_valid_demo_config_differing_only_in_the_regularizer() -> None:
     base = load_config("demo")
-    assert len(variants()) == 9 and {level for _, level in variants()} == {"low", "mid", "high"}
-    for kind, level in variants():
+    capacity = variants()[:-1]
+    assert len(capacity) == 9 and {level for _, level in capacity} == {"low", "mid", "high"}
+    assert variants()[-1] == UNCONSTRAINED
+    reference = load_config("demo", variant_overrides(*UNCONSTRAINED))
+    assert reference.model.regularizer.kind == "none" and reference.name == "sweep-none-unconstrained"
+    for kind, level in capacity:
         cfg = load_config("demo", variant_overrides(kind, level))
         assert cfg.model.regularizer.kind == kind and cfg.name == f"sweep-{kind}-{level}"
         assert cfg.model.encoder == base.model.encoder and cfg.model.world_model == base.model.world_model

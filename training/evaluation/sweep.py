@@ -2,13 +2,15 @@
 
 One row per LAM: its regularizer and coefficient, (1) IDM one-step error vs the zero latent,
 (2) the scene-cut ratio, (3) the cycle-consistency ratio, (4) controller vs IDM rollouts and
-(5) planning error on the navigation world (RECON protocol). The action-labelled, random and
+(5) planning error on the navigation world (RECON protocol), and, when the unconstrained reference
+was trained, each IDM error relative to its IDM error. The action-labelled, random and
 zero-action planners do not depend on the LAM (the encoder is shared), so they run once, on the
 first variant, and fill the reference rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +47,33 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
     return row, planning["rows"][1:]
 
 
-def capacity_table(checkpoints: list[Path], suite: PlanningSuite) -> dict[str, Any]:
-    rows, reference = [], []
+def capacity_table(
+    checkpoints: list[Path], suite: PlanningSuite, on_row: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """The table over `checkpoints`; `on_row` gets the table so far after each variant (an hour-long
+    evaluation keeps what it measured if it is stopped)."""
+    rows: list[dict[str, Any]] = []
+    reference: list[dict[str, Any]] = []
     for i, checkpoint in enumerate(checkpoints):
         row, ref = variant_row(checkpoint, suite, baselines=i == 0)
         rows.append(row)
         reference = reference or ref
+        if on_row is not None and i + 1 < len(checkpoints):
+            on_row(_table(rows, reference, suite))
+    return _table(rows, reference, suite)
+
+
+def _table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], suite: PlanningSuite) -> dict[str, Any]:
+    unconstrained = next((r for r in rows if r["regularizer"] == "none"), None)
+    if unconstrained is not None:  # protocol 1's upper reference: how far each regularizer is from it
+        for row in rows:
+            row["idm_vs_unconstrained"] = row["idm_l1"] / unconstrained["idm_l1"]
     return {
         "title": "Capacity sweep: sparse, noisy and discrete latents at low / mid / high capacity",
         "protocol": "each LAM trained on the same frozen encoder and data; (1) one-step L1 with IDM vs zero latents and "
         "(2) scene-cut ratio and (3) cycle-consistency ratio on held-out real clips; (4) controller/IDM rollout L1 "
         f"ratio and (5) planning on {suite.eval_episodes} held-out navigation episodes (RECON protocol, ATE/RPE)",
-        "rows": rows,
+        "rows": [dict(r) for r in rows],
         "tables": [{"title": "Reference planners on the same navigation episodes (they do not depend on the LAM)", "rows": reference}],
         "suite": {"train_episodes": suite.train_episodes, "eval_episodes": suite.eval_episodes, "seed": suite.seed},
     }
