@@ -56,7 +56,7 @@ PLOTS = {
 }
 # Tables whose columns have different scales: one small panel per column.
 PANELS = {
-    "sweep": ("variant", ("reduction", "idm_vs_unconstrained", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_rpe")),
+    "sweep": ("variant", ("reduction", "reduction_vs_shuffled", "idm_vs_unconstrained", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_rpe")),
 }
 
 

@@ -38,7 +38,7 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
     for row in rows:  # every protocol filled every column with a number
         numbers = {k: v for k, v in row.items() if k not in ("variant", "regularizer")}
         assert set(numbers) == {
-            "idm_l1", "zero_l1", "reduction", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_ate", "nav_rpe",
+            "idm_l1", "zero_l1", "reduction", "reduction_vs_shuffled", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_ate", "nav_rpe",
             "idm_vs_unconstrained",
         }
         assert all(math.isfinite(v) for v in numbers.values())

@@ -1,11 +1,11 @@
 """The capacity sweep's table: every variant evaluated by protocols 1-5 (PAPER-NOTES §3.1-3.6).
 
-One row per LAM: its regularizer and coefficient, (1) IDM one-step error vs the zero latent,
-(2) the scene-cut ratio, (3) the cycle-consistency ratio, (4) controller vs IDM rollouts and
-(5) planning error on the navigation world (RECON protocol), and, when the unconstrained reference
-was trained, each IDM error relative to its IDM error. The action-labelled, random and
-zero-action planners do not depend on the LAM (the encoder is shared), so they run once, on the
-first variant, and fill the reference rows.
+One row per LAM: its regularizer and coefficient, (1) IDM one-step error vs the zero latent and
+vs another clip's latents, (2) the scene-cut ratio, (3) the cycle-consistency ratio, (4) controller
+vs IDM rollouts and (5) planning error on the navigation world (RECON protocol); when the
+unconstrained reference was trained, also each IDM error relative to its. The action-labelled,
+random and zero-action planners do not depend on the LAM (the encoder is shared), so they run once,
+on the first variant, and fill the reference rows.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
         "idm_l1": idm["idm_l1"],
         "zero_l1": idm["zero_l1"],
         "reduction": idm["reduction"],
+        "reduction_vs_shuffled": idm["reduction_vs_shuffled"],  # the clip-specific part of what the latent carries
         "cut_ratio": leak["ratio"],
         "transfer_ratio": transfer["ratio_l1"],
         "rollout_ratio": planning["rollouts"]["ratio"],
