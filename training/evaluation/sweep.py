@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.checkpoint import read_manifest
 from training.evaluation.common import load_model
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 from training.evaluation.planning import PlanningSuite, run_planning_suite
@@ -39,6 +40,8 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
         "zero_l1": idm["zero_l1"],
         "reduction": idm["reduction"],
         "reduction_vs_shuffled": idm["reduction_vs_shuffled"],  # the clip-specific part of what the latent carries
+        # spread of the latents over the last training batch: near 0 means the IDM collapsed to one latent
+        "z_batch_std": (read_manifest(checkpoint).get("metrics") or {}).get("z_batch_std"),
         "cut_ratio": leak["ratio"],
         "transfer_ratio": transfer["ratio_l1"],
         "rollout_ratio": planning["rollouts"]["ratio"],
