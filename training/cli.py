@@ -315,7 +315,7 @@ def eval_sweep(
 ) -> None:
     """Evaluate every trained sweep variant by protocols 1-5 into one table."""
     from training.evaluation.planning import PlanningSuite
-    from training.evaluation.sweep import capacity_table
+    from training.evaluation.sweep import capacity_table, training_curves
     from training.sweep import variants
 
     checkpoints = [runs / f"sweep-{k}-{lvl}" / "lam" / "checkpoint" for k, lvl in variants()]
@@ -329,7 +329,7 @@ def eval_sweep(
         notes = [f"{len(found)} of {len(checkpoints)} variants trained; missing: {', '.join(missing)}"] if missing else []
         if partial:
             notes.append(f"partial: {len(table['rows'])} of {len(found)} trained variants evaluated so far")
-        payload = {**table, "command": command}
+        payload = {**table, "curves": [training_curves(found)], "command": command}
         if notes:
             payload["verdict"] = "; ".join(notes)
         write_json(json_path, payload)

@@ -60,6 +60,26 @@ PANELS = {
 }
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, metadata={"Software": None})  # no version string: the PNG only changes with the data
+    plt.close(fig)
+    return out
+
+
 def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
     """A grouped bar chart of the section's rows (or one panel per column, for `PANELS`), when
     matplotlib is installed."""
@@ -67,12 +87,8 @@ def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
     rows = payload.get("rows", [])
     if spec is None or not rows:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     label_key, wanted = spec
     value_keys = [k for k in wanted if k in rows[0]]
@@ -97,11 +113,26 @@ def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
         ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
         ax.set_title(payload.get("title", stem), fontsize=9)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, metadata={"Software": None})  # no version string: the PNG only changes with the data
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
+
+
+def plot_curves(curves: dict[str, Any], out: Path) -> Path | None:
+    """A line per series (`{"x", "y", "series": {label: [[x, y], ...]}}`), when matplotlib is installed."""
+    if not curves.get("series"):
+        return None
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    for label, points in curves["series"].items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1.2)
+    if curves.get("log_y"):
+        ax.set_yscale("log")
+    ax.set_xlabel(curves.get("x", ""), fontsize=8)
+    ax.set_ylabel(curves.get("y", ""), fontsize=8)
+    ax.set_title(curves.get("title", ""), fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(plt, fig, out)
 
 
 def render(kind: str, folder: Path) -> str:
@@ -109,9 +140,12 @@ def render(kind: str, folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         payload = json.loads(path.read_text())
         text = render_section(path.stem, payload)
-        image = plot_section(path.stem, payload, folder.parent / "img" / f"{path.stem}.png")
-        if image is not None:
-            text += f"\n![{path.stem}](img/{image.name})\n"
+        images = [plot_section(path.stem, payload, folder.parent / "img" / f"{path.stem}.png")]
+        for i, curves in enumerate(payload.get("curves", [])):  # e.g. the sweep's training curves
+            images.append(plot_curves(curves, folder.parent / "img" / f"{path.stem}-curves{i}.png"))
+        for image in images:
+            if image is not None:
+                text += f"\n![{image.stem}](img/{image.name})\n"
         sections.append(text + f"\n_source: `{path.as_posix()}`_\n")
     return "\n".join(sections)
 

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from training.evaluation.planning import PlanningSuite
-from training.evaluation.sweep import capacity_table
+from training.evaluation.sweep import capacity_table, training_curves
 from training.reports import write_docs
 
 from ..unit.exporters.tiny import tiny_checkpoint
@@ -49,6 +49,12 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
     assert [r["planner"] for r in reference["rows"]] == ["action-labelled WM", "random actions", "zero action"]
     assert table["suite"]["eval_episodes"] == 2
 
+    log = sparse.parent / "metrics.jsonl"  # as a training run leaves it beside its checkpoint
+    log.write_text("".join(json.dumps({"step": s, "z_batch_std": 0.5 / s, "loss": 1.0}) + "\n" for s in range(5, 45, 5)))
+    curves = training_curves([sparse, noisy, free])
+    assert curves["series"] == {"sparse-low": [[s, 0.5 / s] for s in (10, 20, 30, 40)]}  # runs without a log are left out
+    table["curves"] = [curves]
+
     docs = tmp_path / "docs"
     (docs / "results").mkdir(parents=True)
     (docs / "results" / "sweep.json").write_text(json.dumps(table))
@@ -57,6 +63,7 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
     assert "| sparse-low |" in text and "| noisy-mid |" in text
     assert "### Reference planners" in text and "| random actions |" in text
     assert "![sweep](img/sweep.png)" in text and (docs / "img" / "sweep.png").stat().st_size > 1000
+    assert "![sweep-curves0](img/sweep-curves0.png)" in text and (docs / "img" / "sweep-curves0.png").stat().st_size > 1000
 
 
 def test_only_finished_runs_count_as_trained(tmp_path: Path) -> None:

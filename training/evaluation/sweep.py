@@ -10,6 +10,7 @@ on the first variant, and fill the reference rows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
     planning = run_planning_suite(model, "navigation", suite, baselines=baselines)
     lam = planning["rows"][0]
     row = {
-        "variant": Path(checkpoint).parent.parent.name.removeprefix("sweep-"),
+        "variant": _variant_name(checkpoint),
         "regularizer": f"{reg.kind} {coefficient.get(reg.kind, '')}".strip(),
         "idm_l1": idm["idm_l1"],
         "zero_l1": idm["zero_l1"],
@@ -49,6 +50,28 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
         "nav_rpe": lam["rpe"],
     }
     return row, planning["rows"][1:]
+
+
+def training_curves(checkpoints: list[Path], key: str = "z_batch_std", every: int = 10) -> dict[str, Any]:
+    """One logged training metric per variant over its steps, from each run's `metrics.jsonl` (beside
+    its checkpoint): the latents' batch spread shows when and how far each IDM collapsed."""
+    series: dict[str, list[list[float]]] = {}
+    for checkpoint in checkpoints:
+        log = Path(checkpoint).parent / "metrics.jsonl"
+        if not log.exists():
+            continue
+        points = []
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if key in entry and entry["step"] % every == 0:
+                points.append([entry["step"], entry[key]])
+        if points:
+            series[_variant_name(checkpoint)] = points
+    return {"title": f"{key} while training", "x": "step", "y": key, "log_y": True, "series": series}
+
+
+def _variant_name(checkpoint: Path) -> str:
+    return Path(checkpoint).parent.parent.name.removeprefix("sweep-")
 
 
 def capacity_table(
