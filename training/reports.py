@@ -19,7 +19,7 @@ HEADERS = {
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # e.g. "|C|=16" must not split the cell
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -20,3 +20,4 @@ def test_tables_and_plots_come_from_the_json(tmp_path: Path) -> None:
 
 def test_markdown_table_formats_floats() -> None:
     assert markdown_table([{"x": 1.23456789, "y": "s"}]).splitlines()[-1] == "| 1.235 | s |"
+    assert markdown_table([{"regularizer": "discrete |C|=16"}]).splitlines()[-1] == "| discrete \\|C\\|=16 |"
