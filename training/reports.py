@@ -53,9 +53,12 @@ PLOTS = {
     "planning-manipulation": ("planner", ("delta_xyz",)),
     "planning-manipulation-std01": ("planner", ("delta_xyz",)),
     "planning-navigation": ("planner", ("ate", "rpe")),
+    "planning-navigation-var10": ("planner", ("ate", "rpe")),
+    "planning-manipulation-var10": ("planner", ("delta_xyz",)),
 }
 # Tables whose columns have different scales: one small panel per column.
 PANELS = {
+    "sweep-variance": ("regularizer", ("reduction_vs_shuffled", "z_batch_std", "nav_ate", "nav_rpe")),
     "sweep": ("variant", ("reduction", "reduction_vs_shuffled", "idm_vs_unconstrained", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_rpe")),
 }
 
