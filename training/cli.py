@@ -294,17 +294,6 @@ def eval_planning(
     write_json(json_path, result)
 
 
-def _finished(checkpoint: Path) -> bool:
-    """Whether a LAM run's checkpoint exists and reached the steps its run config asked for."""
-    from training.checkpoint import read_manifest
-
-    if not (checkpoint / "manifest.json").exists():
-        return False
-    manifest = read_manifest(checkpoint)
-    steps = ((manifest.get("run_config") or {}).get("train") or {}).get("lam", {}).get("steps")
-    return steps is None or manifest["step"] >= steps
-
-
 @eval_app.command("sweep")
 @friendly_errors
 def eval_sweep(
@@ -315,11 +304,11 @@ def eval_sweep(
 ) -> None:
     """Evaluate every trained sweep variant by protocols 1-5 into one table."""
     from training.evaluation.planning import PlanningSuite
-    from training.evaluation.sweep import capacity_table, training_curves
+    from training.evaluation.sweep import capacity_table, is_finished, training_curves
     from training.sweep import variants
 
     checkpoints = [runs / f"sweep-{k}-{lvl}" / "lam" / "checkpoint" for k, lvl in variants()]
-    found = [c for c in checkpoints if _finished(c)]  # a run still training has a manifest too
+    found = [c for c in checkpoints if is_finished(c)]
     if not found:
         raise FileNotFoundError(f"no finished sweep checkpoints under {runs}: run `lawm sweep --config demo` first")
     missing = [c.parent.parent.name for c in checkpoints if c not in found]

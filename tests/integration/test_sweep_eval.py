@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from training.evaluation.planning import PlanningSuite
-from training.evaluation.sweep import capacity_table, training_curves
+from training.evaluation.sweep import capacity_table, is_finished, training_curves
 from training.reports import write_docs
 
 from ..unit.exporters.tiny import tiny_checkpoint
@@ -69,7 +69,6 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
 def test_only_finished_runs_count_as_trained(tmp_path: Path) -> None:
     """A run still training has a checkpoint (and manifest) too; `lawm eval sweep` must not take it."""
     from training.checkpoint import save_checkpoint
-    from training.cli import _finished
 
     from ..unit.exporters.tiny import tiny_model
 
@@ -79,5 +78,5 @@ def test_only_finished_runs_count_as_trained(tmp_path: Path) -> None:
             tmp_path / name, model, components=model.saved_components(), stage="lam", step=step, model_config=model.cfg,
             run_config={"train": {"lam": {"steps": 600}}},
         )
-    assert not _finished(tmp_path / "running") and _finished(tmp_path / "done")
-    assert not _finished(tmp_path / "absent")
+    assert not is_finished(tmp_path / "running") and is_finished(tmp_path / "done")
+    assert not is_finished(tmp_path / "absent")

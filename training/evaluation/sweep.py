@@ -70,6 +70,16 @@ def training_curves(checkpoints: list[Path], key: str = "z_batch_std", every: in
     return {"title": f"{key} while training", "x": "step", "y": key, "log_y": True, "series": series}
 
 
+def is_finished(checkpoint: Path) -> bool:
+    """Whether a LAM run's checkpoint exists and reached the steps its run config asked for (a run
+    still training has a checkpoint and manifest too)."""
+    if not (Path(checkpoint) / "manifest.json").exists():
+        return False
+    manifest = read_manifest(checkpoint)
+    steps = ((manifest.get("run_config") or {}).get("train") or {}).get("lam", {}).get("steps")
+    return steps is None or manifest["step"] >= steps
+
+
 def _variant_name(checkpoint: Path) -> str:
     return Path(checkpoint).parent.parent.name.removeprefix("sweep-")
 
@@ -91,6 +101,7 @@ def capacity_table(
 
 
 def _table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], suite: PlanningSuite) -> dict[str, Any]:
+    rows = [dict(r) for r in rows]  # the partial tables already handed out stay as they were
     unconstrained = next((r for r in rows if r["regularizer"] == "none"), None)
     if unconstrained is not None:  # protocol 1's upper reference: how far each regularizer is from it
         for row in rows:
@@ -100,7 +111,7 @@ def _table(rows: list[dict[str, Any]], reference: list[dict[str, Any]], suite: P
         "protocol": "each LAM trained on the same frozen encoder and data; (1) one-step L1 with IDM vs zero latents and "
         "(2) scene-cut ratio and (3) cycle-consistency ratio on held-out real clips; (4) controller/IDM rollout L1 "
         f"ratio and (5) planning on {suite.eval_episodes} held-out navigation episodes (RECON protocol, ATE/RPE)",
-        "rows": [dict(r) for r in rows],
+        "rows": rows,
         "tables": [{"title": "Reference planners on the same navigation episodes (they do not depend on the LAM)", "rows": reference}],
         "suite": {"train_episodes": suite.train_episodes, "eval_episodes": suite.eval_episodes, "seed": suite.seed},
     }
