@@ -112,7 +112,7 @@ def export_model(
     precision = precision or ("fp16" if fmt == "tensorrt" else "fp32")
     version = _check_request(Path(repo), name, version, fmt, precision, force, device)
     if fmt == "tensorrt":
-        from exporters.tensorrt import require_tensorrt
+        from exporters.tensorrt_runtime import require_tensorrt
 
         require_tensorrt()  # fail before minutes of work on a host that cannot build engines
     model, ckpt = build_model(checkpoint, expected)
@@ -141,7 +141,7 @@ def export_model(
         parity = {"onnxruntime": _merge(reports)} if reports else {}
         trt_info: dict[str, Any] | None = None
         if fmt == "tensorrt":
-            from exporters.tensorrt import build_engines, engine_parity
+            from exporters.tensorrt_runtime import build_engines, engine_parity
 
             say(f"building TensorRT engines ({precision})")
             trt_info = build_engines(tmp, names, specs, profiles, precision, cfg)

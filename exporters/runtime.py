@@ -136,7 +136,7 @@ def load_model(
             for c, (ins, outs) in specs.items()
         }
     else:
-        from exporters.tensorrt import load_engines
+        from exporters.tensorrt_runtime import load_engines
 
         components = load_engines(folder, manifest, specs, profiles, device)
     return LoadedModel(

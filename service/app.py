@@ -21,12 +21,12 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from service.auth import ApiKeyMiddleware
-from service.cache import build_caches
-from service.engine import Engine
+from service.inference.cache import build_caches
+from service.inference.engine import Engine
 from service.errors import install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
-from service.planner import PlanSlots
+from service.inference.planner import PlanSlots
 from service.routes import console, health, jobs, kserve, v1
 from service.schemas import REQUEST_MODELS
 from service.settings import Settings, get_settings

@@ -55,7 +55,7 @@ def serve(
 
     from exporters.errors import ExportError
     from service.app import create_app
-    from service.serving import check_servable, ensure_exported, settings_from
+    from service.startup import check_servable, ensure_exported, settings_from
 
     flags = {
         "repo": repo, "model": model, "version": version, "runtime": runtime, "checkpoint": checkpoint,
@@ -87,7 +87,7 @@ def serve(
 
 
 # ----------------------------------------------------------------------------- bench serve
-# (the batcher/loadgen block: service/loadgen*.py hold the work)
+# (the batcher/loadgen block: service/bench/loadgen*.py hold the work)
 def _floats(text: str, option: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
@@ -126,8 +126,8 @@ def bench_serve(
 
     import httpx
 
-    from service.loadgen_compare import ServeBench, compare
-    from service.loadgen_spawn import ServerError
+    from service.bench.serve import ServeBench, compare
+    from service.bench.processes import ServerError
     from training.cli import print_table, write_json
 
     try:
@@ -171,8 +171,8 @@ def worker(
 
     import uvicorn
 
-    from service.serving import ensure_exported, settings_from
-    from service.worker import create_worker_app
+    from service.startup import ensure_exported, settings_from
+    from service.jobs.worker import create_worker_app
 
     flags = {
         "redis_url": redis_url, "repo": repo, "model": model, "version": version, "runtime": runtime,
@@ -218,8 +218,8 @@ def bench_jobs(
     its own redis-server, `lawm serve` and `lawm worker` processes on free loopback ports."""
     import sys
 
-    from service.jobs_bench import JobsBench, run
-    from service.serving import ensure_exported, settings_from
+    from service.bench.jobs import JobsBench, run
+    from service.startup import ensure_exported, settings_from
     from training.cli import print_table, write_json
 
     settings = settings_from({"repo": repo, "model": model, "version": version, "runtime": runtime})

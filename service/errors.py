@@ -99,7 +99,7 @@ _HTTP_CODES = {
     504: "deadline_exceeded",
 }
 
-# Hints for the batcher's errors (service/batching.py); each BatcherError carries its own
+# Hints for the batcher's errors (service/inference/batching.py); each BatcherError carries its own
 # `status` and `reason`, so this module needs nothing else of the batcher.
 _BATCHER_HINTS = {
     "queue_full": "the server is overloaded: retry after the Retry-After seconds",
@@ -156,7 +156,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`: ours, FastAPI's validation, Starlette's HTTP errors,
     the batcher's errors and a runtime's refusal of tensors that do not fit a component."""
     from exporters.errors import InvalidInputs
-    from service.batching import BatcherError
+    from service.inference.batching import BatcherError
 
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

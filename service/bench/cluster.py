@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from service.redis_server import RedisServer, free_port
+from service.bench.redis_server import RedisServer, free_port
 
 LAWM = str(Path(sys.executable).with_name("lawm"))
 

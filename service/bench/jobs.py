@@ -8,7 +8,7 @@ fault drills whose counts the scale-out tests assert.
 3. drills: a worker SIGKILLed mid-job, and Redis stopped and restarted (AOF), with counts of jobs
    submitted, completed, duplicated and lost, and of synchronous requests that failed meanwhile.
 
-Everything runs as real processes on free loopback ports (`service.cluster`).
+Everything runs as real processes on free loopback ports (`service.bench.cluster`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from service.cluster import LocalCluster, Proc, submit_accepted, submit_transfer, wait_jobs
+from service.bench.cluster import LocalCluster, Proc, submit_accepted, submit_transfer, wait_jobs
 
 
 @dataclass
@@ -154,7 +154,7 @@ def probe_body(urls: list[str]) -> dict[str, Any]:
     """A small /v1/latent-actions request: 8 frames of the model's size as base64 PNGs."""
     import base64
 
-    from service.loadgen import sample_clip_frames
+    from service.bench.loadgen import sample_clip_frames
     from service.media import encode_png_strip
 
     info = httpx.get(urls[0] + "/v1/models", timeout=30).json()["models"][0]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.loadgen import (
+from service.bench.loadgen import (
     RequestSpec,
     client_for,
     latent_actions_request,
@@ -27,7 +27,7 @@ from service.loadgen import (
     run_rate,
     sample_clip_frames,
 )
-from service.loadgen_spawn import ServerProcess, free_port, lawm_serve_command
+from service.bench.processes import ServerProcess, free_port, lawm_serve_command
 
 ENDPOINTS = ("latent-actions", "plan")
 

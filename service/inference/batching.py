@@ -4,7 +4,7 @@ executor thread, so the event loop stays free.
 
 One asyncio task owns the queue (TGI's actor pattern): `submit` only checks admission and appends,
 with no `await` in between, and every other change to the queue happens in that task. The rules for
-forming batches live in service/batching_queue.py as pure functions of the clock.
+forming batches live in service/inference/queue.py as pure functions of the clock.
 
 This module never imports torch: the app maps `BatcherError.status`/`reason` to HTTP answers.
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.batching_queue import Batch, BatchQueue, Pending, Priority, Slice, signature_of
+from service.inference.queue import Batch, BatchQueue, Pending, Priority, Slice, signature_of
 
 if TYPE_CHECKING:
     from service.metrics import BatcherMetrics

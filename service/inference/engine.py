@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import Depends, Request
 
 from exporters.runtime import LoadedModel
-from service.batching import DynamicBatcher, Priority
+from service.inference.batching import DynamicBatcher, Priority
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.settings import Settings

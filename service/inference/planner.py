@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.batching import Priority
-from service.engine import Engine
+from service.inference.batching import Priority
+from service.inference.engine import Engine
 from service.errors import ApiError
 from training.planning import PRESETS, Plan, PlannerConfig, get_cost, plan, preset
 

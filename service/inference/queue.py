@@ -1,6 +1,6 @@
 """The batcher's queue and batch planner: pure bookkeeping, no asyncio, no threads, no model code.
 
-`DynamicBatcher` (service/batching.py) owns one `BatchQueue` and is the only code that touches it;
+`DynamicBatcher` (service/inference/batching.py) owns one `BatchQueue` and is the only code that touches it;
 everything here takes `now` as an argument, so the scheduling rules (row limits, the delay timed
 from the first arrival, priorities, grouping by input signature, splitting oversized requests) are
 tested as plain functions of the clock.

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.batching import Priority
-from service.engine import Engine
+from service.inference.batching import Priority
+from service.inference.engine import Engine
 
 
 async def rollout_latents(

@@ -15,7 +15,7 @@ from service.jobs.runner import JobRunner
 from service.jobs.store import InProcessJobStore, JobStore
 
 if TYPE_CHECKING:
-    from service.engine import Engine
+    from service.inference.engine import Engine
     from service.metrics import ServiceMetrics
 
 __all__ = ["JobRunner", "JobStore", "build_job_runner"]

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import Priority
+from service.inference.batching import Priority
 from service.jobs.runner import Handler, JobContext, JobError
 from service.jobs.store import JobResult
-from service.rollout import decode_states, rollout_latents
+from service.inference.rollout import decode_states, rollout_latents
 from training.evaluation.transfer import psnr, ssim
 
 Step = Callable[[str, float], Awaitable[None]]  # (stage, progress) -> raises JobCancelled when cancelled
@@ -96,7 +96,7 @@ async def transfer(
 ) -> TransferOutput:
     """Clip A's actions applied to clip B (uint8 `[T, H, W, 3]` each) -> the render and its metrics.
 
-    `engine` is a `service.engine.Engine` (encode, latent_actions, run, geo); `step` is called
+    `engine` is a `service.inference.engine.Engine` (encode, latent_actions, run, geo); `step` is called
     between stages with the progress so far and may raise to stop the job."""
 
     async def report(stage: str, progress: float) -> None:

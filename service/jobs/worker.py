@@ -291,7 +291,7 @@ def create_worker_app(settings: Any) -> Any:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
 
-    from service.engine import Engine
+    from service.inference.engine import Engine
     from service.jobs.transfer import KIND, transfer_handler
     from service.media import encode_mp4
     from service.metrics import ServiceMetrics

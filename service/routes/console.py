@@ -28,7 +28,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.engine import EngineDep
+from service.inference.engine import EngineDep
 from service.errors import ApiError
 from service.media import encode_png_strip
 from training.data.samples import SampleDataMissing, sample_clips

@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.engine import EngineDep
+from service.inference.engine import EngineDep
 from service.errors import ApiError
 from service.inputs import Body, read_body
 from service.jobs.runner import JobRunner, RunnerClosed

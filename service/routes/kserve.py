@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.batching import BatcherError, Priority
+from service.inference.batching import BatcherError, Priority
 from service.kserve_protocol import (
     HEADER_LENGTH,
     ProtocolError,

@@ -1,6 +1,6 @@
 """The v1 API: latent actions, rollouts, goals, plans, models. Handlers read and check the request,
-then hand the work to the engine (`service.engine`), the rollouts (`service.rollout`) and the
-planner bridge (`service.planner`); every model call goes through the batchers.
+then hand the work to the engine (`service.inference.engine`), the rollouts (`service.inference.rollout`) and the
+planner bridge (`service.inference.planner`); every model call goes through the batchers.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.batching import Priority
-from service.cache import ArrayCache, content_key
-from service.engine import Engine, EngineDep
+from service.inference.batching import Priority
+from service.inference.cache import ArrayCache, content_key
+from service.inference.engine import Engine, EngineDep
 from service.errors import ApiError
-from service.goals import goal_id
+from service.inference.goals import goal_id
 from service.inputs import Body, cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
 from service.media import (
     MediaLimits,
@@ -30,8 +30,8 @@ from service.media import (
     encode_png_strip,
     frames_from_base64,
 )
-from service.planner import finite_or_none, planner_config, run_plan
-from service.rollout import decode_states, rollout_actions, rollout_latents
+from service.inference.planner import finite_or_none, planner_config, run_plan
+from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.schemas import (
     GoalRequest,
     GoalResponse,

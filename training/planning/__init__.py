@@ -18,7 +18,7 @@ from training.planning.cem import cem_update, plan_cem
 from training.planning.config import PRESETS, PlannerConfig, preset
 from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
 from training.planning.mppi import mppi_update, plan_mppi
-from training.planning.rollout import CostFn, Plan, StepFn, check_inputs, evaluate, rollout, search
+from training.planning.search import CostFn, Plan, StepFn, check_inputs, evaluate, rollout, search
 
 __all__ = [
     "PRESETS",

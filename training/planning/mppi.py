@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from training.planning.config import PlannerConfig
-from training.planning.rollout import CostFn, Plan, StepFn, search
+from training.planning.search import CostFn, Plan, StepFn, search
 
 
 def mppi_update(

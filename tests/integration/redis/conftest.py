@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.redis_server import RedisServer, find_redis_server
+from service.bench.redis_server import RedisServer, find_redis_server
 
 REQUIRE = os.environ.get("LAWM_REQUIRE_REDIS") == "1"
 MISSING = (

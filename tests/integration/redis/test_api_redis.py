@@ -14,7 +14,7 @@ import pytest
 
 from service.jobs.redis_store import RedisJobStore, connect
 from service.media import encode_png_strip
-from service.redis_server import free_port
+from service.bench.redis_server import free_port
 from tests.integration.service.conftest import running_app, service_settings
 from training.data.samples import sample_clips
 

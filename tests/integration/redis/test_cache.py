@@ -1,4 +1,4 @@
-"""`service.cache.ArrayCache` shared through a real redis-server: what one replica computed another
+"""`service.inference.cache.ArrayCache` shared through a real redis-server: what one replica computed another
 finds; entries expire; a dead Redis degrades to the local LRU without failing or slowing callers."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.cache import ArrayCache, content_key
+from service.inference.cache import ArrayCache, content_key
 from service.jobs.redis_store import connect
-from service.redis_server import free_port
+from service.bench.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 

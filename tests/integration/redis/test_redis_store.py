@@ -185,7 +185,7 @@ async def test_large_results_go_to_the_shared_folder(redis_server: Any, prefix: 
 
 
 async def test_unreachable_redis_is_store_unavailable(prefix: str) -> None:
-    from service.redis_server import free_port
+    from service.bench.redis_server import free_port
 
     store = RedisJobStore(connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5), prefix=prefix)
     try:
@@ -201,7 +201,7 @@ async def test_readiness_follows_the_latest_command_across_an_outage(tmp_path: P
     """`/readyz`'s Redis report changes with the first command that finds Redis down or back, without
     waiting for the periodic refresh (whose loop is stopped here to prove it)."""
     from service.jobs.remote import RemoteJobRunner
-    from service.redis_server import RedisServer
+    from service.bench.redis_server import RedisServer
     from tests.integration.redis.conftest import need_redis_server
 
     with RedisServer.start_new(tmp_path / "redis", appendonly=True, binary=need_redis_server()) as server:

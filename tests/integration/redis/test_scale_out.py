@@ -20,8 +20,8 @@ import av
 import httpx
 import pytest
 
-from service.cluster import LocalCluster, Proc, submit_transfer, wait_jobs
-from service.jobs_bench import attempts_of, drill_redis_restart, drill_worker_kill, sample_pair, tally
+from service.bench.cluster import LocalCluster, Proc, submit_transfer, wait_jobs
+from service.bench.jobs import attempts_of, drill_redis_restart, drill_worker_kill, sample_pair, tally
 from tests.integration.redis.conftest import need_redis_server
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 
@@ -141,7 +141,7 @@ def test_worker_sigkilled_mid_job_is_reclaimed_and_completes(cluster: LocalClust
 
 def test_sigterm_lets_a_worker_finish_its_job_and_leave(cluster: LocalCluster, clips: tuple[bytes, bytes]) -> None:
     """The last worker gets SIGTERM in the middle of a job: it finishes it (drain), acknowledges it and exits."""
-    from service.jobs_bench import running_job_of
+    from service.bench.jobs import running_job_of
 
     [api, _] = role(cluster, "api")
     [worker] = role(cluster, "worker")

@@ -1,4 +1,4 @@
-"""`service.worker.Worker` on a real redis-server with small handlers of the tests' own (no model):
+"""`service.jobs.worker.Worker` on a real redis-server with small handlers of the tests' own (no model):
 jobs shared by two workers run exactly once each, a client's cancel reaches a running job, a
 stopping worker hands its job back, a dead worker's job is taken over, a Redis failure mid-job
 leaves the job queued instead of failed."""
@@ -12,7 +12,7 @@ import pytest
 
 from service.jobs.runner import JobContext, JobError
 from service.jobs.store import JobResult, JobSpec, JobState
-from service.worker import Worker
+from service.jobs.worker import Worker
 from tests.integration.redis.conftest import store_for
 
 pytestmark = pytest.mark.anyio
@@ -199,7 +199,7 @@ async def test_handler_errors_fail_the_job_once(redis_server: Any, prefix: str) 
 
 async def test_redis_gone_mid_job_leaves_it_queued(redis_server: Any, prefix: str, tmp_path: Any) -> None:
     """The job's own store fails mid-run (its Redis went away): the job is neither failed nor acknowledged."""
-    from service.redis_server import RedisServer
+    from service.bench.redis_server import RedisServer
 
     with RedisServer.start_new(tmp_path / "r", appendonly=True, binary=redis_server.binary) as own:
         api = store_for(own.url, prefix)

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.batching import DynamicBatcher
+from service.inference.batching import DynamicBatcher
 from service.metrics import MetricsMiddleware, ServiceMetrics
 
 metrics = ServiceMetrics()

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from service.serving import _stale, ensure_exported, export_source
+from service.startup import _stale, ensure_exported, export_source
 from service.settings import Settings
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 

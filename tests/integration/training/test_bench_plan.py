@@ -7,7 +7,7 @@ from training.config import config_from_dict
 from training.models import LatentActionModel
 from training.models.controller import ControllerConfig, build_controller
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 
 def test_plan_timing_breakdown() -> None:

@@ -8,7 +8,7 @@ from training.envs.episodes import record_episode
 from training.models import LatentActionModel
 from training.models.controller import ControllerConfig
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 
 def test_duplicated_frames_make_one_state_per_observation() -> None:

@@ -21,7 +21,7 @@ from training.loop import _LossModule, set_trainable, train_step
 from training.models import LatentActionModel
 from training.optim import build_optimizers
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 STEPS, GLOBAL_BATCH = 3, 4
 

@@ -13,7 +13,7 @@ from training.config import load_config
 from training.evaluation.common import load_model
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
 
 
 @pytest.fixture(scope="module")

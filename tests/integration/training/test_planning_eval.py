@@ -18,7 +18,7 @@ from training.models import LatentActionModel
 from training.models.controller import ControllerConfig, build_controller
 from training.planning import preset
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 
 def test_metrics_of_the_true_actions_are_zero() -> None:

@@ -15,7 +15,7 @@ from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import RunConfig, config_from_dict
 from training.loop import TrainingError, run_stage
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 LAWM = [sys.executable, "-m", "training.cli"]
 

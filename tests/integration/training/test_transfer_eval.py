@@ -9,7 +9,7 @@ from training.config import config_from_dict
 from training.evaluation.transfer import cycle_consistency, psnr, ssim
 from training.models import LatentActionModel
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 
 def test_psnr_and_ssim_on_known_images() -> None:

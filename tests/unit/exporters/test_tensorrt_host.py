@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporters.errors import EngineMismatchError, RuntimeUnavailable
-from exporters.tensorrt import check_engine_host, require_tensorrt
+from exporters.tensorrt_runtime import check_engine_host, require_tensorrt
 
 BUILT = {"version": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 

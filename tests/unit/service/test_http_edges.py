@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from service.auth import ApiKeyMiddleware, key_matches
-from service.batching import DeadlineExceeded, QueueFull
+from service.inference.batching import DeadlineExceeded, QueueFull
 from service.errors import ApiError, install_error_handlers
 from service.middleware import RequestContextMiddleware
 

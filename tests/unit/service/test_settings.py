@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.serving import settings_from
+from service.startup import settings_from
 from service.settings import Settings
 from training.config import ConfigError
 

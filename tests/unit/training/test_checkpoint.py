@@ -10,7 +10,7 @@ from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from training.config import config_from_dict
 from training.models import LatentActionModel
 
-from ..conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The open-loop load generator: its Poisson schedule, its statistics, its reading of /metrics, and a
 run against a real uvicorn process serving a tiny app with a real batcher
-(tests/unit/service/loadgen_app.py)."""
+(tests/integration/service/loadgen_app.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.loadgen import (
+from service.bench.loadgen import (
     Outcome,
     RequestSpec,
     batching_figures,
@@ -22,11 +22,11 @@ from service.loadgen import (
     run_rate,
     summarize,
 )
-from service.loadgen_compare import _flat, at_p99_target, saturation
-from service.loadgen_spawn import ServerError, ServerProcess, free_port
+from service.bench.serve import _flat, at_p99_target, saturation
+from service.bench.processes import ServerError, ServerProcess, free_port
 from service.metrics import ServiceMetrics
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.mark.parametrize(("rate", "duration"), [(5.0, 20.0), (50.0, 10.0), (400.0, 5.0)])
@@ -81,7 +81,7 @@ def test_batching_figures_come_from_real_metric_deltas() -> None:
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "tests.unit.service.loadgen_app:app", "--port", str(port),
+    command = [sys.executable, "-m", "uvicorn", "tests.integration.service.loadgen_app:app", "--port", str(port),
                "--log-level", "warning"]
     server = ServerProcess(command, port, tmp_path_factory.mktemp("server") / "log.txt", ready_path="/livez")
     server.env = {"PYTHONPATH": str(ROOT)}

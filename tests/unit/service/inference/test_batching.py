@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batching import (
+from service.inference.batching import (
     BatcherClosed,
     BatcherError,
     DeadlineExceeded,
@@ -463,6 +463,6 @@ def test_errors_share_one_base_with_http_status_and_reason() -> None:
 
 
 def test_batching_module_never_imports_torch() -> None:
-    code = "import sys, service.batching, service.metrics; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, service.inference.batching, service.metrics; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

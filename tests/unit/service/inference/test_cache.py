@@ -1,4 +1,4 @@
-"""The in-process side of `service.cache`: content keys and the LRU (Redis sharing: tests/integration/redis)."""
+"""The in-process side of `service.inference.cache`: content keys and the LRU (Redis sharing: tests/integration/redis)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.cache import ArrayCache, content_key
+from service.inference.cache import ArrayCache, content_key
 
 
 def test_content_key_names_model_and_content() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from service.engine import DEFAULT_FPS, model_fps, warm_batch_sizes
+from service.inference.engine import DEFAULT_FPS, model_fps, warm_batch_sizes
 from training.checkpoint import FORMAT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.goals import GoalStore, goal_id
+from service.inference.goals import GoalStore, goal_id
 
 
 def test_same_image_same_id_and_models_do_not_share_ids() -> None:

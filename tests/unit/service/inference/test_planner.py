@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.errors import ApiError
-from service.planner import planner_config
+from service.inference.planner import planner_config
 
 
 def refused(code: str, *args, **kwargs) -> str:  # noqa: ANN002, ANN003

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batching_queue import Batch, BatchQueue, Pending, Priority, signature_of
+from service.inference.queue import Batch, BatchQueue, Pending, Priority, signature_of
 
 
 def request(rows: int, *, arrival: float = 0.0, priority: Priority = Priority.INTERACTIVE, width: int = 3,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datafiles import frame_indices, write_tar, write_video
+from tests.unit.training.data.datafiles import frame_indices, write_tar, write_video
 
 from training.data.dataset import VideoClipDataset, fixed_clips
 from training.data.sources import DataSourceError, VideoRef, resolve_sources

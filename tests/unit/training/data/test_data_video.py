@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datafiles import frame_indices, write_video
+from tests.unit.training.data.datafiles import frame_indices, write_video
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
