@@ -8,31 +8,19 @@ time spent decoding video.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from typing import Any
 
 import torch
 
+from training.cli_kit import machine
 from training.config import RunConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
 from training.loop import _LossModule, set_trainable, train_step
 from training.models.lam import LatentActionModel
 from training.optim import build_optimizers
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def logged_rows(cfg: RunConfig, stages: tuple[str, ...]) -> list[dict[str, Any]]:

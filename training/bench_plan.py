@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from training.bench import machine
+from training.cli_kit import machine
 from training.envs.episodes import record_episode
 from training.evaluation.common import require_controller
-from training.evaluation.planning import PRESET_FOR_ENV, encode_observation
+from training.evaluation.planning import encode_observation
 from training.models.lam import LatentActionModel
-from training.planning import get_cost, plan, preset
+from training.planning import PRESET_FOR_ENV, get_cost, plan, preset
 
 
 class _Timed:

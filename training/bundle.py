@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint, read_manifest, save_checkpoint
-from training.evaluation.common import load_model
+from training.checkpoint import load_checkpoint, read_checkpoint_manifest, save_checkpoint
+from training.evaluation.common import load_lam
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 
 # Step 2's data and optimisation: every model part starts from step 1's checkpoint, so the
@@ -47,14 +47,14 @@ def _inherited(manifest: dict, key: str) -> object:
         source = Path(manifest["source_checkpoint"])
         if not (source / "manifest.json").exists():
             return None
-        manifest, seen = read_manifest(source), seen + 1
+        manifest, seen = read_checkpoint_manifest(source), seen + 1
     return manifest.get(key)
 
 
 def write_bundle(source: Path, out: Path, logs: dict[str, Path], rebuild: str) -> Path:
     """Copy checkpoint `source` (with its controller, if any) to `out` as an fp16 bundle."""
     ckpt = load_checkpoint(source)
-    model = load_model(source)
+    model = load_lam(source)
     out = Path(out)
     extra = {"source_checkpoint": str(source), "rebuild": rebuild}
     manifest = ckpt.manifest
@@ -68,7 +68,7 @@ def write_bundle(source: Path, out: Path, logs: dict[str, Path], rebuild: str) -
         data=data, extra=extra, dtype=torch.float16,
     )
     # Evaluate the bundle as it will be loaded, then record the figures and the logs beside it.
-    loaded = load_model(out)
+    loaded = load_lam(out)
     evaluation = {"idm_prediction_error": idm_prediction_error(loaded), "scene_cut": scene_cut_test(loaded)}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     log_dir = out / "logs"

@@ -176,7 +176,7 @@ def read_json_manifest(
     return manifest
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_checkpoint_manifest(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     return read_json_manifest(
         directory / MANIFEST_FILE, FORMAT, CheckpointError,
@@ -266,7 +266,7 @@ def load_checkpoint(
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint {directory} not found (expected a directory holding {MANIFEST_FILE})")
-    manifest = read_manifest(directory)
+    manifest = read_checkpoint_manifest(directory)
     verify_files(directory, manifest)
     if expected is not None:
         check_config(manifest, expected, directory, components)

@@ -1,4 +1,4 @@
-"""The `lawm` command line: train, eval, bench, data, build-demo.
+"""The `lawm` command line: train, eval, bench, data, build-demo (the shared kit is `training.cli_kit`).
 
 Known errors (bad config, bad data, bad checkpoint) print one clear message and exit with
 status 2, never a traceback; anything unexpected keeps its traceback (set LAWM_DEBUG=1 to see
@@ -7,17 +7,12 @@ tracebacks for known errors too).
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,69 +21,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+
+from training.cli_kit import console, friendly_errors, print_table, setup_logging, write_json
 
 app = typer.Typer(help="Train, evaluate and benchmark latent action world models.", no_args_is_help=True, pretty_exceptions_enable=False)
+train_app = typer.Typer(
+    help="Train one stage: encoder, lam or decoder from a config; controller on recorded episodes.", no_args_is_help=True
+)
 eval_app = typer.Typer(help="Evaluate a checkpoint (prints a table; --json writes the figures).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (prints a table; --json writes the figures).", no_args_is_help=True)
 data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
-
-console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.data.sources import DataSourceError
-    from training.data.video import UnreadableVideo
-    from training.loop import TrainingError
-
-    return (ConfigError, CheckpointError, DataSourceError, UnreadableVideo, TrainingError, FileNotFoundError)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn the project's own errors into one red line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _known_errors() as e:
-            if os.environ.get("LAWM_DEBUG"):
-                raise
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
-def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    table = Table(title=title)
-    for key in rows[0]:
-        table.add_column(str(key))
-    for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
-
-
-def write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"wrote {path}")
 
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name in configs/ or a path to a .yaml")]
@@ -96,55 +42,90 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="also write the fig
 
 
 # ----------------------------------------------------------------------------- train
-@app.command()
-@friendly_errors
-def train(
-    stage: Annotated[str, typer.Argument(help="encoder | lam | decoder")],
-    config: ConfigOpt = "demo",
-    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lam.steps=100")] = None,
-    init: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the previous stage's")] = None,
-    resume: Annotated[bool, typer.Option(help="resume from this stage's checkpoint when it exists")] = True,
-    finetune: Annotated[bool, typer.Option(help="with --init: also start the trained parts from it (adapt a model to new video)")] = False,
-    verbose: bool = False,
-    checkpoint: Annotated[Path | None, typer.Option(help="controller: the trained LAM to control")] = None,
-    env: Annotated[str, typer.Option(help="controller: manipulation or navigation episodes")] = "manipulation",
-    controller_kind: Annotated[str, typer.Option("--kind", help="controller: state (actions + state) or mlp")] = "state",
-    episodes: Annotated[int, typer.Option(help="controller: labelled episodes to record")] = 48,
-    steps: Annotated[int, typer.Option(help="controller: optimisation steps")] = 600,
-    out: Annotated[Path | None, typer.Option(help="controller: output checkpoint (default runs/controller-ENV)")] = None,
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lam.steps=100")]
+InitOpt = Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the previous stage's")]
+ResumeOpt = Annotated[bool, typer.Option(help="resume from this stage's checkpoint when it exists")]
+FinetuneOpt = Annotated[
+    bool, typer.Option(help="with --init: also start the trained parts from it (adapt a model to new video)")
+]
+
+
+def _train_stage(
+    stage: str, config: str, overrides: list[str] | None, init: Path | None, resume: bool, finetune: bool, verbose: bool
 ) -> None:
-    """Train one stage: `encoder` (tiny encoder + decoder), `lam` (IDM + WM + regularizer), `decoder`,
-    or `controller` (on recorded episodes; give --checkpoint and --env)."""
     from training.config import load_config
 
-    _setup_logging(verbose)
-    if stage == "controller":
-        _train_controller(checkpoint or Path("models/demo"), env, controller_kind, episodes, steps, out)
-        return
+    setup_logging(verbose)
     cfg = load_config(config, overrides or [])
     path = _run_with_progress(cfg, stage, resume=resume, init_from=init, finetune=finetune)
     console.print(f"checkpoint: {path}")
 
 
+@train_app.command("encoder")
+@friendly_errors
+def train_encoder(
+    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
+    finetune: FinetuneOpt = False, verbose: bool = False,
+) -> None:
+    """The tiny encoder, with its decoder (skipped for a frozen V-JEPA 2 encoder)."""
+    _train_stage("encoder", config, overrides, init, resume, finetune, verbose)
+
+
+@train_app.command("lam")
+@friendly_errors
+def train_lam(
+    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
+    finetune: FinetuneOpt = False, verbose: bool = False,
+) -> None:
+    """The latent action model: IDM + world model + regularizer on the frozen encoder's states."""
+    _train_stage("lam", config, overrides, init, resume, finetune, verbose)
+
+
+@train_app.command("decoder")
+@friendly_errors
+def train_decoder(
+    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
+    finetune: FinetuneOpt = False, verbose: bool = False,
+) -> None:
+    """The pixel decoder on the frozen encoder's states (renders and pixel metrics only)."""
+    _train_stage("decoder", config, overrides, init, resume, finetune, verbose)
+
+
+@train_app.command("controller")
+@friendly_errors
+def train_controller_command(
+    checkpoint: Annotated[Path, typer.Option(help="the trained LAM to control")] = Path("models/demo"),
+    env: Annotated[str, typer.Option(help="manipulation or navigation episodes")] = "manipulation",
+    kind: Annotated[str, typer.Option(help="state (actions + state) or mlp")] = "state",
+    episodes: Annotated[int, typer.Option(help="labelled episodes to record")] = 48,
+    steps: Annotated[int, typer.Option(help="optimisation steps")] = 600,
+    out: Annotated[Path | None, typer.Option(help="output checkpoint (default runs/controller-ENV)")] = None,
+    verbose: bool = False,
+) -> None:
+    """The controller (real action -> latent action), trained on environment episodes and saved with its LAM."""
+    setup_logging(verbose)
+    _train_controller(checkpoint, env, kind, episodes, steps, out)
+
+
 def _train_controller(checkpoint: Path, env: str, kind: str, episodes: int, steps: int, out: Path | None) -> None:
-    from training.checkpoint import read_manifest, save_checkpoint
+    from training.checkpoint import read_checkpoint_manifest, save_checkpoint
     from training.controller_training import ControllerTraining, labelled_set, train_controller
     from training.envs.episodes import record_episode
-    from training.evaluation.common import load_model
+    from training.evaluation.common import load_lam
     from training.models.controller import ControllerConfig
 
     if env not in ("manipulation", "navigation"):
         raise typer.BadParameter(f"--env must be manipulation or navigation, got {env!r}")
     if kind not in ("state", "mlp"):
         raise typer.BadParameter(f"--kind must be state or mlp, got {kind!r}")
-    model = load_model(checkpoint)
+    model = load_lam(checkpoint)
     size = model.cfg.encoder.image_size
     data = labelled_set(model, [record_episode(env, seed, steps=8, image_size=size) for seed in range(episodes)])
     cfg = ControllerConfig(kind=kind, action_dim=data.actions.shape[-1])
     controller, metrics = train_controller(model, data, cfg, ControllerTraining(steps=steps))
     model.attach_controller(controller)
     out = out or Path("runs") / f"controller-{env}"
-    source = read_manifest(Path(checkpoint))  # the LAM's run config and data summary travel with it
+    source = read_checkpoint_manifest(Path(checkpoint))  # the LAM's run config and data summary travel with it
     save_checkpoint(
         out, model, components=model.saved_components(), stage="controller", step=steps, model_config=model.cfg,
         run_config=source.get("run_config"), data=source.get("data"),
@@ -218,12 +199,12 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="checkpoint or
 
 
 def _evaluate(protocol: str, checkpoint: Path, json_path: Path | None, title: str, **kwargs: Any) -> None:
-    from training.evaluation.common import load_model
+    from training.evaluation.common import load_lam
     from training.evaluation.leak import idm_prediction_error, scene_cut_test
     from training.evaluation.transfer import cycle_consistency
 
     run = {"idm": idm_prediction_error, "leak": scene_cut_test, "transfer": cycle_consistency}[protocol]
-    result = run(load_model(checkpoint), **kwargs)
+    result = run(load_lam(checkpoint), **kwargs)
     result["command"] = f"lawm eval {protocol} --checkpoint {checkpoint}" + "".join(
         f" --{k} {getattr(v, 'source', v)}" for k, v in kwargs.items()
     )
@@ -239,9 +220,9 @@ def eval_idm(
     json_path: JsonOpt = None,
 ) -> None:
     """One-step prediction error on held-out real clips: IDM latents vs zero, shuffled and unconstrained."""
-    from training.evaluation.common import load_model
+    from training.evaluation.common import load_lam
 
-    extra = {"unconstrained": load_model(unconstrained)} if unconstrained else {}
+    extra = {"unconstrained": load_lam(unconstrained)} if unconstrained else {}
     _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out real clips, representation L1)", **extra)
 
 
@@ -272,8 +253,9 @@ def eval_planning(
     """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
     import yaml
 
-    from training.evaluation.common import load_model
-    from training.evaluation.planning import PRESET_FOR_ENV, PlanningSuite, run_planning_suite
+    from training.evaluation.common import load_lam
+    from training.evaluation.planning import PlanningSuite, run_planning_suite
+    from training.planning import PRESET_FOR_ENV
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
@@ -284,7 +266,7 @@ def eval_planning(
             raise typer.BadParameter(f"--planner takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     try:
-        result = run_planning_suite(load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed), **settings)
+        result = run_planning_suite(load_lam(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed), **settings)
     except ValueError as e:  # a planner setting out of range: PlannerConfig names the field
         raise typer.BadParameter(str(e)) from None
     result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
@@ -357,12 +339,12 @@ def bench_plan_command(
 ) -> None:
     """Time per plan, split into encoder / controller / world model; planner vs offline world-model throughput."""
     from training.bench_plan import bench_plan
-    from training.evaluation.common import load_model
-    from training.evaluation.planning import PRESET_FOR_ENV
+    from training.evaluation.common import load_lam
+    from training.planning import PRESET_FOR_ENV
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
-    result = bench_plan(load_model(checkpoint), env, plans=plans)
+    result = bench_plan(load_lam(checkpoint), env, plans=plans)
     result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}"
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
@@ -383,7 +365,7 @@ def build_demo(
     from training.envs.episodes import write_unlabelled_videos
     from training.loop import stage_dir
 
-    _setup_logging(False)
+    setup_logging(False)
     cfg = load_config(config, overrides or [])
     for stage in ("encoder", "lam"):  # from scratch: never resume a run made under another config
         _run_with_progress(cfg, stage, resume=False)

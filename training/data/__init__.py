@@ -1,39 +1,8 @@
-"""Video data: sources (folders, globs, manifests, tar shards), PyAV decoding and clip datasets."""
+"""Video data, one module per concern (imported by their own names, so each pulls in only what it needs):
 
-from training.data.dataset import DataStats, VideoClipDataset, fixed_clips, usable_range
-from training.data.samples import SampleDataMissing, sample_clips
-from training.data.sources import (
-    VIDEO_EXTENSIONS,
-    DataSourceError,
-    VideoRef,
-    open_ref,
-    resolve_sources,
-)
-from training.data.video import (
-    UnreadableVideo,
-    VideoInfo,
-    VideoTooSmall,
-    decode_all,
-    decode_clip,
-    probe,
-)
-
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "DataSourceError",
-    "DataStats",
-    "SampleDataMissing",
-    "UnreadableVideo",
-    "VideoClipDataset",
-    "VideoInfo",
-    "VideoRef",
-    "VideoTooSmall",
-    "decode_all",
-    "decode_clip",
-    "fixed_clips",
-    "open_ref",
-    "probe",
-    "resolve_sources",
-    "sample_clips",
-    "usable_range",
-]
+- `sources`: folders, globs, JSONL lists and tar shards of videos; `samples`: the real sample clips;
+- `video`: PyAV probing, decoding and encoding, for training and serving alike;
+- `dataset`: random clips of T frames at a target fps; `corpus`: the splits a run trains on;
+- `photos`: the real photographs and textures scikit-image ships (the generator's and the envs');
+- `generator`: the procedural "in-the-wild" clips with their true motion.
+"""

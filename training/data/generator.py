@@ -23,16 +23,16 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-import skimage.data
 from skimage.filters import gaussian
 from skimage.transform import resize
+
+from training.data.photos import available_photos, horse, photo, texture
+from training.data.video import write_mp4
 
 __all__ = [
     "MANIFEST_NAME",
@@ -40,31 +40,13 @@ __all__ = [
     "GeneratorConfig",
     "ObjectTrack",
     "SceneInfo",
-    "available_photos",
     "clip_seed",
     "generate_clip",
     "generate_corpus",
     "load_manifest",
-    "video_codec",
-    "write_clip",
 ]
 
 MANIFEST_NAME = "motion.jsonl"
-# Candidate backgrounds; the ones a given scikit-image install cannot load offline are dropped.
-_PHOTO_CANDIDATES = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "camera",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "motorcycle_left",
-    "motorcycle_right",
-    "coins",
-    "moon",
-)
 _TEXTURES = ("brick", "grass", "gravel")
 _SPRITE_RES = 64  # sprites are built at this resolution and resampled to their on-screen size
 _OBJECT_KINDS = ("patch", "shape", "figure")
@@ -214,46 +196,10 @@ class ClipMotion:
 # --------------------------------------------------------------------------- photo sources
 
 
-def _to_rgb(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3]).astype(np.uint8, copy=False)
-
-
-def _load(name: str) -> np.ndarray:
-    if name in ("motorcycle_left", "motorcycle_right"):
-        left, right, _ = skimage.data.stereo_motorcycle()
-        return left if name == "motorcycle_left" else right
-    return getattr(skimage.data, name)()
-
-
-@cache
-def _photo(name: str) -> np.ndarray:
-    """An RGB uint8 photograph, loaded once per process."""
-    img = _to_rgb(_load(name))
-    img.setflags(write=False)
-    return img
-
-
-@cache
-def available_photos() -> tuple[str, ...]:
-    """Background photos this scikit-image install can load without a network."""
-    names = []
-    for name in _PHOTO_CANDIDATES:
-        try:
-            _photo(name)
-        except Exception:  # some skimage data needs pooch and a download
-            continue
-        names.append(name)
-    if len(names) < 2:
-        raise RuntimeError("scikit-image ships fewer than two loadable photographs")
-    return tuple(names)
-
-
 @cache
 def _canvas(name: str, min_side: int) -> tuple[np.ndarray, float]:
     """The photo upscaled (never downscaled) so its shorter side is at least min_side."""
-    img = _photo(name)
+    img = photo(name)
     scale = max(1.0, min_side / min(img.shape[:2]))
     if scale > 1.0:
         shape = (math.ceil(img.shape[0] * scale), math.ceil(img.shape[1] * scale))
@@ -265,14 +211,14 @@ def _canvas(name: str, min_side: int) -> tuple[np.ndarray, float]:
 
 @cache
 def _texture(name: str) -> np.ndarray:
-    img = getattr(skimage.data, name)().astype(np.float32)
+    img = texture(name).astype(np.float32)
     return (img - img.min()) / max(float(np.ptp(img)), 1.0)
 
 
 @cache
 def _horse_mask() -> np.ndarray:
     """A soft-edged horse silhouette at sprite resolution (True in skimage is the background)."""
-    figure = (~skimage.data.horse()).astype(np.float32)
+    figure = (~horse()).astype(np.float32)
     mask = resize(figure, (_SPRITE_RES, _SPRITE_RES), order=1, anti_aliasing=True)
     return np.clip(gaussian(mask, sigma=0.8) * 1.2, 0, 1).astype(np.float32)
 
@@ -369,7 +315,7 @@ def _soft_blob(rng: np.random.Generator, box: bool) -> np.ndarray:
 
 
 def _photo_patch(rng: np.random.Generator, name: str) -> np.ndarray:
-    img = _photo(name)
+    img = photo(name)
     side = int(rng.integers(32, min(img.shape[:2]) // 2 + 1))
     y0 = int(rng.integers(0, img.shape[0] - side + 1))
     x0 = int(rng.integers(0, img.shape[1] - side + 1))
@@ -627,35 +573,6 @@ def _render(
     return frames
 
 
-def video_codec() -> str:
-    """'libx264' where this PyAV build has the encoder, else 'mpeg4'."""
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-
-def write_clip(frames: np.ndarray, path: str | os.PathLike[str], fps: float) -> Path:
-    """Encode uint8 [T, H, W, 3] RGB frames as an MP4 (H.264/yuv420p, else MPEG-4 Part 2)."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError("yuv420p needs an even frame height and width")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    codec = video_codec()
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast"}
-        else:
-            stream.bit_rate = 4_000_000
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode(None))  # flush delayed frames
-    return path
-
-
 def clip_seed(seed: int, index: int) -> int:
     """The seed of clip `index` in a corpus generated with `seed`."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -676,7 +593,7 @@ def generate_corpus(
     for i in range(n_clips):
         frames, motion = generate_clip(cfg, clip_seed(seed, i))
         name = f"clip_{i:05d}.mp4"
-        paths.append(write_clip(frames, out / name, cfg.fps))
+        paths.append(write_mp4(frames, out / name, cfg.fps))
         lines.append(
             json.dumps({"path": name, "motion": motion.to_dict()}, sort_keys=True, separators=(",", ":"))
         )

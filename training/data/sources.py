@@ -92,7 +92,7 @@ def _resolve_one(spec: str | os.PathLike[str]) -> list[VideoRef]:
         raise DataSourceError(f"data source {text} does not exist: {_SPEC_HELP}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return read_manifest(path)
+        return read_video_list(path)
     if suffix == ".tar":
         return list_shard(path)
     if suffix in VIDEO_EXTENSIONS:
@@ -146,7 +146,7 @@ def list_shard(shard: Path) -> list[VideoRef]:
     return [VideoRef(path=f"{shard}::{m}", shard=str(shard), member=m) for m in members]
 
 
-def read_manifest(manifest: Path) -> list[VideoRef]:
+def read_video_list(manifest: Path) -> list[VideoRef]:
     """Refs from a JSONL manifest: one object per line with ``path`` and optional ``start_s``/``end_s``.
 
     Relative paths are relative to the manifest's folder. Blank lines are ignored; a malformed line

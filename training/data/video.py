@@ -1,4 +1,14 @@
-"""Video decoding with PyAV: probing, and clips sampled at a target fps, resized and centre-cropped.
+"""Video with PyAV, for training and serving alike: probing, decoding and encoding.
+
+- Files (the training data): `probe`, `decode_clip` (a clip from ``start_s``), `decode_all`;
+  unusable files raise :class:`UnreadableVideo` with a machine-readable ``kind``.
+- Bytes in memory (uploads to the service): `decode_video_bytes` and `decode_image_bytes`, behind
+  :class:`DecodeLimits` checked before anything is decoded (from the header) and again while decoding
+  (a header can lie); refusals raise :class:`MediaRejected` with a ``kind`` the service maps to HTTP.
+- Encoding: `encode_mp4` / `write_mp4` (H.264 where this PyAV has an encoder for it) and
+  `encode_png_strip`.
+
+Both decoders sample and resize the same way, so served latents match offline ones:
 
 Time is measured from the first frame of the video stream (its ``start_time``), so ``start_s=0`` is
 always the first frame whatever the container's timestamp offset. A clip of ``frames`` frames at
@@ -13,11 +23,14 @@ instead of being silently upscaled.
 
 from __future__ import annotations
 
+import fractions
+import io
 import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -361,3 +374,258 @@ def decode_all(path: VideoInput, fps: float, size: int) -> np.ndarray:
     if not state.frames:
         raise UnreadableVideo(name, "the video stream holds no decodable frame", kind="corrupt")
     return np.stack(state.frames)
+
+
+# ----------------------------------------------------------------------------- bytes in memory (uploads)
+# PyAV demuxer name -> what a person calls it.
+VIDEO_CONTAINERS = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "MP4/MOV",
+    "matroska,webm": "WebM/MKV",
+    "avi": "AVI",
+    "gif": "GIF",
+}
+IMAGE_CONTAINERS = {"png_pipe": "PNG", "jpeg_pipe": "JPEG", "webp_pipe": "WebP", "bmp_pipe": "BMP", "gif": "GIF"}
+VIDEO_KINDS = ", ".join(VIDEO_CONTAINERS.values())
+IMAGE_KINDS = ", ".join(IMAGE_CONTAINERS.values())
+# A stream decoding this much further than its header's duration is lying about its length.
+_TRUNCATION_SLACK_S = 0.25
+
+
+class MediaRejected(Exception):
+    """Media in memory that is refused. ``kind`` says why, for a caller to answer with:
+    ``"unreadable"``, ``"unsupported_container"``, ``"no_video_stream"``, ``"unsupported_codec"``,
+    ``"too_small"``, ``"truncated"`` (the file), or ``"frame_too_large"``, ``"too_long"``,
+    ``"too_many_frames"`` (a limit). The message names the media and what is wrong."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The most one piece of media may hold; checked from its header first, then frame by frame."""
+
+    max_frames: int  # frames after sampling
+    max_pixels: int  # width * height of one source frame
+    max_duration_s: float
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What an uploaded video was, as its container says."""
+
+    container: str  # as a person calls it ("MP4/MOV", ...)
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    frames: np.ndarray  # uint8 [T, size, size, 3]
+    fps: float  # the sampling rate of `frames`
+    source: SourceInfo
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)  # FFmpeg's words without the "<none>" file name
+
+
+def _open_bytes(data: bytes, what: str, allowed: dict[str, str], kinds: str) -> av.container.InputContainer:
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise MediaRejected(
+            "unreadable", f"{what} is not a readable media file (corrupt, truncated or not {kinds}): {_reason(err)}"
+        ) from err
+    if container.format.name not in allowed:
+        container.close()
+        raise MediaRejected(
+            "unsupported_container",
+            f"{what} is a {container.format.long_name or container.format.name} file; accepted: {kinds}",
+        )
+    return container
+
+
+def _decodable_stream(container: av.container.InputContainer, what: str) -> av.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise MediaRejected("no_video_stream", f"{what} has no video stream (it holds: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.width or not stream.height:
+        raise MediaRejected("unsupported_codec", f"{what}'s video codec {stream.codec_tag!r} cannot be decoded here")
+    return stream
+
+
+def _check_pixels(width: int, height: int, limits: DecodeLimits, what: str) -> None:
+    if width * height > limits.max_pixels:
+        raise MediaRejected(
+            "frame_too_large",
+            f"{what} has {width}x{height} frames ({width * height} pixels); at most {limits.max_pixels} "
+            "pixels per frame are accepted",
+        )
+
+
+def _too_many_frames(what: str, count: str, fps: float, limits: DecodeLimits) -> MediaRejected:
+    return MediaRejected(
+        "too_many_frames", f"{what} gives {count} frames at {fps:g} fps; at most {limits.max_frames} are accepted"
+    )
+
+
+def _too_long(what: str, seconds: float, limits: DecodeLimits) -> MediaRejected:
+    return MediaRejected("too_long", f"{what} lasts {seconds:.2f} s; at most {limits.max_duration_s:g} s are accepted")
+
+
+def _guarded(
+    frames: Iterator[tuple[float, av.VideoFrame]], limits: DecodeLimits, what: str
+) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Re-check the limits on the decoded frames themselves (a header can lie)."""
+    for t, frame in frames:
+        _check_pixels(frame.width, frame.height, limits, what)
+        if t > limits.max_duration_s:
+            raise _too_long(what, t, limits)
+        yield t, frame
+
+
+def decode_video_bytes(data: bytes, *, what: str, fps: float, size: int, limits: DecodeLimits) -> DecodedVideo:
+    """A video file in memory (MP4/MOV, WebM/MKV, AVI, GIF) -> uint8 frames `[T, size, size, 3]`
+    sampled at `fps` from its first frame, resized and centre-cropped as :func:`decode_all` does.
+
+    `what` names the media in messages ("the upload 'a.mp4'"). Raises :class:`MediaRejected`."""
+    with _open_bytes(data, what, VIDEO_CONTAINERS, VIDEO_KINDS) as container:
+        stream = _decodable_stream(container, what)
+        width, height = stream.width, stream.height
+        _check_pixels(width, height, limits, what)  # before a single frame is decoded
+        src_fps = _stream_fps(stream)
+        duration = _header_duration(container, stream)
+        if duration is not None and duration > limits.max_duration_s:
+            raise _too_long(what, duration, limits)
+        if duration is not None and (expected := math.ceil(duration * fps - 1e-6)) > limits.max_frames:
+            raise _too_many_frames(what, f"about {expected}", fps, limits)
+        if min(width, height) < size:
+            raise MediaRejected(
+                "too_small",
+                f"{what} is {width}x{height}; the model takes {size}x{size} crops and never upscales",
+            )
+        state = _Decoded(frames=[], end_s=None, error=None)
+        decoded = _guarded(_timed_frames(container, stream, src_fps, state), limits, what)
+        try:
+            # one more frame than allowed: tells "too many" without decoding on
+            _sample(decoded, 0.0, 1.0 / fps, limits.max_frames + 1, lambda f: _resize_crop(f, size, what), state)
+        except UnreadableVideo as err:  # a frame smaller than the crop part-way through
+            raise MediaRejected("too_small", err.reason) from err
+        source = SourceInfo(
+            container=VIDEO_CONTAINERS[container.format.name],
+            codec=stream.codec_context.name,
+            width=width,
+            height=height,
+            fps=src_fps,
+            duration_s=duration,
+        )
+    if len(state.frames) > limits.max_frames:
+        raise _too_many_frames(what, f"more than {limits.max_frames}", fps, limits)
+    if state.error is not None or not state.frames:
+        reason = f"decoding failed ({state.error})" if state.error is not None else "no frame decodes"
+        raise MediaRejected("truncated", f"{what} is truncated or damaged: {reason}")
+    if duration is not None and state.end_s is not None and state.end_s + _TRUNCATION_SLACK_S < duration - 1 / src_fps:
+        raise MediaRejected(
+            "truncated",
+            f"{what} ends at {state.end_s:.2f} s but its header promises {duration:.2f} s: the file is truncated",
+        )
+    return DecodedVideo(frames=np.stack(state.frames), fps=fps, source=source)
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def decode_image_bytes(data: bytes, *, what: str, max_pixels: int) -> np.ndarray:
+    """One PNG/JPEG/WebP/BMP/GIF image in memory -> uint8 `[H, W, 3]` RGB (a GIF's first frame), at its
+    own size (never resized). Raises :class:`MediaRejected`."""
+    limits = DecodeLimits(max_frames=1, max_pixels=max_pixels, max_duration_s=math.inf)
+    with _open_bytes(data, what, IMAGE_CONTAINERS, IMAGE_KINDS) as container:
+        stream = _decodable_stream(container, what)
+        _check_pixels(stream.width, stream.height, limits, what)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError as err:
+            raise MediaRejected("unreadable", f"{what} does not decode: {_reason(err)}") from err
+        if frame is None:
+            raise MediaRejected("unreadable", f"{what} holds no image")
+        _check_pixels(frame.width, frame.height, limits, what)
+        return frame.to_ndarray(format="rgb24")
+
+
+# ----------------------------------------------------------------------------- encoding
+@cache
+def video_codec() -> str:
+    """The H.264 encoder of this PyAV build (libx264, or another one FFmpeg calls h264), else MPEG-4
+    Part 2, which every FFmpeg has (but browsers do not play)."""
+    for name in ("libx264", "h264"):
+        try:
+            return av.codec.Codec(name, "w").name
+        except Exception:  # noqa: S112  # not built into this FFmpeg
+            continue
+    return "mpeg4"
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    return frames
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    """Pad the bottom/right edge by one pixel where a side is odd (yuv420p needs even sizes)."""
+    _, h, w, _ = frames.shape
+    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _encode(frames: np.ndarray, target: str | BinaryIO, fps: float) -> None:
+    frames = _even(_check_frames(frames))
+    _, h, w, _ = frames.shape
+    codec = video_codec()
+    with av.open(target, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        elif codec == "mpeg4":
+            stream.bit_rate = 4_000_000
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(stream.encode(None))  # flush delayed frames
+
+
+def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
+    """uint8 `[T, H, W, 3]` RGB -> an MP4 in memory (yuv420p; an odd side is padded by one pixel)."""
+    out = io.BytesIO()
+    _encode(frames, out, fps)
+    return out.getvalue()
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], fps: float) -> Path:
+    """uint8 `[T, H, W, 3]` RGB -> an MP4 file at `path` (its folder is created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _encode(frames, str(path), fps)
+    return path
+
+
+def encode_png_strip(frames: np.ndarray) -> bytes:
+    """uint8 `[T, H, W, 3]` -> one PNG with the frames side by side, left to right: `[H, T*W, 3]`."""
+    frames = _check_frames(frames)
+    strip = np.ascontiguousarray(np.concatenate(list(frames), axis=1))  # [H, T*W, 3]
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = strip.shape[1], strip.shape[0], "rgb24"
+    packets = codec.encode(av.VideoFrame.from_ndarray(strip, format="rgb24"))
+    packets += codec.encode(None)
+    return b"".join(bytes(p) for p in packets)

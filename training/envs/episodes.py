@@ -27,7 +27,8 @@ from typing import Any
 import av
 import numpy as np
 
-from training.data.generator import clip_seed, write_clip
+from training.data.generator import clip_seed
+from training.data.video import write_mp4
 from training.envs.manipulation import ManipulationEnv
 from training.envs.navigation import NavigationEnv
 
@@ -242,7 +243,7 @@ def write_episodes(
             fps=fps,
         )
         stem = f"episode_{i:05d}"
-        paths.append(write_clip(ep.frames, out / f"{stem}.mp4", fps))
+        paths.append(write_mp4(ep.frames, out / f"{stem}.mp4", fps))
         arrays = {"actions": ep.actions, "poses": ep.poses}
         if ep.blocks is not None:
             arrays["blocks"] = ep.blocks
@@ -335,5 +336,5 @@ def write_unlabelled_videos(
     paths = []
     for i in range(n):
         ep = record_episode(env_name, clip_seed(seed, i), steps, policy, frames_per_action=1, image_size=image_size)
-        paths.append(write_clip(np.repeat(ep.frames, 2, axis=0), out / f"{env_name}_{i:05d}.mp4", fps))
+        paths.append(write_mp4(np.repeat(ep.frames, 2, axis=0), out / f"{env_name}_{i:05d}.mp4", fps))
     return paths

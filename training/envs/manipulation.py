@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import skimage.data
 from skimage.transform import resize
 
-from training.data.generator import _photo, available_photos
+from training.data.photos import available_photos, square_photo, texture
 from training.envs.bounds import clip_to_bounds
 
 __all__ = ["ManipulationEnv"]
@@ -127,7 +126,7 @@ def _face_uv(
 
 @cache
 def _gray_texture(name: str, size: int) -> np.ndarray:
-    img = getattr(skimage.data, name)().astype(np.float32)
+    img = texture(name).astype(np.float32)
     img = resize(img, (size, size), order=1, anti_aliasing=True)
     out = (img - img.min()) / max(float(np.ptp(img)), 1e-6)
     out.setflags(write=False)
@@ -137,10 +136,7 @@ def _gray_texture(name: str, size: int) -> np.ndarray:
 @cache
 def _table_texture(name: str, size: int = 384) -> np.ndarray:
     """The photo centre-cropped to a square, float32 [size, size, 3]: the table mat."""
-    photo = _photo(name)
-    side = min(photo.shape[:2])
-    y0, x0 = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
-    crop = photo[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
+    crop = square_photo(name).astype(np.float32)
     out = resize(crop, (size, size), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
     out.setflags(write=False)
     return out

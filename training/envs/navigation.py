@@ -23,11 +23,10 @@ import math
 from functools import cache
 
 import numpy as np
-import skimage.data
 from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
 
-from training.data.generator import _photo, available_photos
+from training.data.photos import available_photos, square_photo, texture
 from training.envs.bounds import clip_to_bounds
 
 __all__ = ["NavigationEnv"]
@@ -55,15 +54,13 @@ _HAZE = np.array([196.0, 204.0, 212.0], dtype=np.float32)
 def _tile(name: str) -> np.ndarray:
     """A TILE x TILE RGB uint8 tile: a tinted ground texture or a centre-cropped photo."""
     if name in _GROUND_TEXTURES:
-        gray = getattr(skimage.data, name)().astype(np.float32) / 255.0
+        gray = texture(name).astype(np.float32) / 255.0
         gray = resize(gray, (TILE, TILE), order=1, anti_aliasing=True)
         gray = 0.35 + 0.65 * (gray - gray.min()) / max(float(np.ptp(gray)), 1e-6)
         img = gray[..., None] * np.array(_GROUND_TEXTURES[name], dtype=np.float32) * 255.0
     else:
-        photo = _photo(name)
-        side = min(photo.shape[:2])
-        y0, x0 = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
-        crop = photo[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
+        crop = square_photo(name).astype(np.float32)
+        side = crop.shape[0]
         img = resize(crop, (TILE, TILE), order=1, anti_aliasing=side > TILE, preserve_range=True)
     out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     out.setflags(write=False)

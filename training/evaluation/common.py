@@ -13,7 +13,7 @@ from training.data.dataset import fixed_clips
 from training.models.lam import LatentActionModel
 
 
-def load_model(checkpoint: Path | str) -> LatentActionModel:
+def load_lam(checkpoint: Path | str) -> LatentActionModel:
     """A verified checkpoint or bundled model, in eval mode on the CPU, weights as float32."""
     ckpt = load_checkpoint(checkpoint)
     model = LatentActionModel(ckpt.model_config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,8 @@ from training.controller_training import duplicate_frames
 from training.envs.episodes import Episode
 from training.envs.metrics import ate, delta_xyz, poses_from_actions, rpe
 from training.models.lam import LatentActionModel
-from training.models.world_model import rollout
-from training.planning import PlannerConfig, get_cost, plan
+from training.models.world_model import autoregressive_rollout
+from training.planning import PRESET_FOR_ENV, PlannerConfig, get_cost, plan
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -65,13 +65,6 @@ def encode_observation(model: LatentActionModel, frame: np.ndarray) -> torch.Ten
     """One uint8 frame `[H, W, 3]` -> its state `[N, D]` (the frame duplicated into a tubelet)."""
     check_frame(frame, model.cfg.encoder.image_size)
     return model.encode(duplicate_frames(frame[None])[None])[0, 0]
-
-
-@dataclass
-class EpisodeResult:
-    planned: np.ndarray  # [H, A]
-    truth: np.ndarray  # [H, A]
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def trajectory_metrics(env: str, episode: Episode, planned: np.ndarray, horizon: int) -> dict[str, float]:
@@ -133,7 +126,7 @@ def controller_rollouts(model: LatentActionModel, controller: torch.nn.Module, d
     with the IDM's latents (which see the future) vs with the controller's latents from the real
     actions (computed on the predicted states, as when planning). Representation L1 to the truth."""
     states, actions, latents = data.states, data.actions, data.latents  # [E, T+1, N, D], [E, T, A], [E, T, Z]
-    idm = rollout(model.world_model, states[:, :1], latents[:, :0], latents)
+    idm = autoregressive_rollout(model.world_model, states[:, :1], latents[:, :0], latents)
     current, predicted = states[:, 0], []
     for t in range(actions.shape[1]):
         z = controller(actions[:, t : t + 1], current[:, None])  # [E, 1, Z]
@@ -155,9 +148,6 @@ class PlanningSuite:
     controller_steps: int = 600
     baseline_steps: int = 400
     seed: int = 0
-
-
-PRESET_FOR_ENV = {"manipulation": "droid", "navigation": "recon"}
 
 
 def run_planning_suite(

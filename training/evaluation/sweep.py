@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import read_manifest
-from training.evaluation.common import load_model
+from training.checkpoint import read_checkpoint_manifest
+from training.evaluation.common import load_lam
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 from training.evaluation.planning import PlanningSuite, run_planning_suite
 from training.evaluation.transfer import cycle_consistency
@@ -28,7 +28,7 @@ def _mean_row(result: dict[str, Any]) -> dict[str, Any]:
 
 def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the variant's row, the reference planners' rows when `baselines`)."""
-    model = load_model(checkpoint)
+    model = load_lam(checkpoint)
     reg = model.cfg.regularizer
     coefficient = {"sparse": f"l1={reg.l1:g}", "noisy": f"beta={reg.beta:g}", "discrete": f"|C|={reg.codebook_size}"}
     idm, leak, transfer = _mean_row(idm_prediction_error(model)), _mean_row(scene_cut_test(model)), _mean_row(cycle_consistency(model))
@@ -42,7 +42,7 @@ def variant_row(checkpoint: Path, suite: PlanningSuite, *, baselines: bool) -> t
         "reduction": idm["reduction"],
         "reduction_vs_shuffled": idm["reduction_vs_shuffled"],  # the clip-specific part of what the latent carries
         # spread of the latents over the last training batch: near 0 means the IDM collapsed to one latent
-        "z_batch_std": (read_manifest(checkpoint).get("metrics") or {}).get("z_batch_std"),
+        "z_batch_std": (read_checkpoint_manifest(checkpoint).get("metrics") or {}).get("z_batch_std"),
         "cut_ratio": leak["ratio"],
         "transfer_ratio": transfer["ratio_l1"],
         "rollout_ratio": planning["rollouts"]["ratio"],
@@ -75,7 +75,7 @@ def is_finished(checkpoint: Path) -> bool:
     still training has a checkpoint and manifest too)."""
     if not (Path(checkpoint) / "manifest.json").exists():
         return False
-    manifest = read_manifest(checkpoint)
+    manifest = read_checkpoint_manifest(checkpoint)
     steps = ((manifest.get("run_config") or {}).get("train") or {}).get("lam", {}).get("steps")
     return steps is None or manifest["step"] >= steps
 

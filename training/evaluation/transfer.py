@@ -13,23 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from training.evaluation.common import heldout_videos
+from training.evaluation.pixels import psnr, ssim
 from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel
-from training.models.world_model import rollout
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR of float images in [0, 1]."""
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM over frames `[T, 3, H, W]` in [0, 1]."""
-    return float(np.mean([structural_similarity(x, y, channel_axis=0, data_range=1.0) for x, y in zip(a, b, strict=True)]))
+from training.models.world_model import autoregressive_rollout
 
 
 @torch.no_grad()
@@ -38,10 +27,10 @@ def own_and_cycled(model: LatentActionModel, a: torch.Tensor, b: torch.Tensor) -
     states_a, states_b = model.encode(a), model.encode(b)  # [C, S, N, D]
     z_a = model.latent_actions(states_a)  # [C, S-1, Z]
     no_context = z_a[:, :0]
-    own = rollout(model.world_model, states_a[:, :1], no_context, z_a)
-    on_b = rollout(model.world_model, states_b[:, :1], no_context, z_a)
+    own = autoregressive_rollout(model.world_model, states_a[:, :1], no_context, z_a)
+    on_b = autoregressive_rollout(model.world_model, states_b[:, :1], no_context, z_a)
     z_back = model.latent_actions(torch.cat([states_b[:, :1], on_b], dim=1))
-    cycled = rollout(model.world_model, states_a[:, :1], no_context, z_back)
+    cycled = autoregressive_rollout(model.world_model, states_a[:, :1], no_context, z_back)
     return states_a[:, 1:], own, cycled
 
 

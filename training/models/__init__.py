@@ -11,7 +11,7 @@ from training.models.regularizers import (
     VectorQuantizer,
     build_regularizer,
 )
-from training.models.world_model import WorldModel, rollout, teacher_forced_loss
+from training.models.world_model import WorldModel, autoregressive_rollout, teacher_forced_loss
 
 __all__ = [
     "FrameCausalDecoder",
@@ -27,6 +27,6 @@ __all__ = [
     "WorldModel",
     "build_encoder",
     "build_regularizer",
-    "rollout",
+    "autoregressive_rollout",
     "teacher_forced_loss",
 ]

@@ -6,8 +6,6 @@ RoPE is computed with real cos/sin tables (no complex numbers) so the graphs exp
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -165,17 +163,3 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def sinusoidal_embedding(n: int, dim: int) -> torch.Tensor:
-    """Fixed 1-D sin/cos embedding `[n, dim]` (for token types, no learned positions needed)."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    emb = torch.zeros(n, dim)
-    emb[:, 0::2] = torch.sin(pos * freq)
-    emb[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return emb

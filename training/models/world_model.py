@@ -104,7 +104,7 @@ class WorldModel(nn.Module):
         return self(states, latents)[:, -1]
 
 
-def rollout(
+def autoregressive_rollout(
     model: WorldModel,
     context: torch.Tensor,  # [B, T0, N, D] observed states
     context_latents: torch.Tensor,  # [B, T0-1, Z] latents between the observed states

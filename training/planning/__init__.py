@@ -15,13 +15,14 @@ from __future__ import annotations
 from torch import Tensor
 
 from training.planning.cem import cem_update, plan_cem
-from training.planning.config import PRESETS, PlannerConfig, preset
+from training.planning.config import PRESET_FOR_ENV, PRESETS, PlannerConfig, preset
 from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
 from training.planning.mppi import mppi_update, plan_mppi
-from training.planning.search import CostFn, Plan, StepFn, check_inputs, evaluate, rollout, search
+from training.planning.search import CostFn, Plan, StepFn, check_inputs, evaluate, final_states, search
 
 __all__ = [
     "PRESETS",
+    "PRESET_FOR_ENV",
     "CostFn",
     "Plan",
     "PlannerConfig",
@@ -29,6 +30,7 @@ __all__ = [
     "cem_update",
     "check_inputs",
     "evaluate",
+    "final_states",
     "get_cost",
     "l1_cost",
     "l2_cost",
@@ -38,7 +40,6 @@ __all__ = [
     "plan_cem",
     "plan_mppi",
     "preset",
-    "rollout",
 ]
 
 

@@ -189,6 +189,10 @@ PRESETS: dict[str, PlannerConfig] = {
 }
 
 
+# The preset each environment's planning protocol uses (the evaluation, the bench, the web console).
+PRESET_FOR_ENV = {"manipulation": "droid", "navigation": "recon"}
+
+
 def preset(name: str, **overrides: Any) -> PlannerConfig:
     """A copy of `PRESETS[name]` with `overrides` applied (and validated again)."""
     if name not in PRESETS:

@@ -1,4 +1,5 @@
-"""Rolling candidate action sequences through a world model, the shared sampling loop, the result.
+"""The search CEM and MPPI share: candidate action sequences rolled through a world model, the
+sampling loop, and its result.
 
 The planner sees the world model only as `step(states [B, ...], actions [B, A]) -> states [B, ...]`
 (the controller that maps real actions to latent actions is composed into `step` by the caller), and
@@ -63,7 +64,7 @@ def _add_time(timings: dict[str, float] | None, key: str, seconds: float) -> Non
         timings[key] = timings.get(key, 0.0) + seconds
 
 
-def rollout(
+def final_states(
     step: StepFn, state: Tensor, actions: Tensor, *, timings: dict[str, float] | None = None
 ) -> Tensor:
     """Unroll `step` from one initial state under B action sequences; returns the final states.
@@ -101,7 +102,7 @@ def evaluate(
 
     Non-finite costs (a diverging model) become +inf so they can never be chosen or become elites.
     """
-    final = rollout(step, state, actions, timings=timings)
+    final = final_states(step, state, actions, timings=timings)
     t0 = time.perf_counter()
     costs = cost_fn(final, goal)
     _add_time(timings, "cost", time.perf_counter() - t0)

@@ -2,12 +2,11 @@
 
 import torch
 
+from tests.conftest import tiny_config_dict
 from training.bench_plan import bench_plan
 from training.config import config_from_dict
 from training.models import LatentActionModel
 from training.models.controller import ControllerConfig, build_controller
-
-from tests.conftest import tiny_config_dict
 
 
 def test_plan_timing_breakdown() -> None:

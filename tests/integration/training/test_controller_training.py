@@ -2,13 +2,12 @@
 
 import torch
 
+from tests.conftest import tiny_config_dict
 from training.config import config_from_dict
 from training.controller_training import ControllerTraining, duplicate_frames, labelled_set, train_controller
 from training.envs.episodes import record_episode
 from training.models import LatentActionModel
 from training.models.controller import ControllerConfig
-
-from tests.conftest import tiny_config_dict
 
 
 def test_duplicated_frames_make_one_state_per_observation() -> None:

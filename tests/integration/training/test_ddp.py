@@ -15,13 +15,12 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.conftest import tiny_config_dict
 from training.checkpoint import load_checkpoint
 from training.config import config_from_dict
 from training.loop import _LossModule, set_trainable, train_step
 from training.models import LatentActionModel
 from training.optim import build_optimizers
-
-from tests.conftest import tiny_config_dict
 
 STEPS, GLOBAL_BATCH = 3, 4
 

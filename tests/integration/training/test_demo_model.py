@@ -10,7 +10,7 @@ import pytest
 
 from training.checkpoint import load_checkpoint
 from training.config import load_config
-from training.evaluation.common import load_model
+from training.evaluation.common import load_lam
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
@@ -20,7 +20,7 @@ DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
 def demo():
     if not (DEMO / "manifest.json").exists():
         pytest.fail("models/demo is missing: rebuild it with `make demo-model`")
-    return load_model(DEMO)
+    return load_lam(DEMO)
 
 
 def test_demo_bundle_is_verified_small_and_matches_the_demo_config() -> None:

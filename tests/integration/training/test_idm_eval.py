@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from tests.conftest import tiny_config_dict
 from training.config import config_from_dict
 from training.evaluation.leak import idm_prediction_error
 from training.models import LatentActionModel
-
-from tests.conftest import tiny_config_dict
 
 
 def tiny(**overrides: object) -> LatentActionModel:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import tiny_config_dict
 from training.config import config_from_dict
 from training.envs.episodes import record_episode
 from training.evaluation.planning import (
@@ -17,8 +18,6 @@ from training.evaluation.planning import (
 from training.models import LatentActionModel
 from training.models.controller import ControllerConfig, build_controller
 from training.planning import preset
-
-from tests.conftest import tiny_config_dict
 
 
 def test_metrics_of_the_true_actions_are_zero() -> None:

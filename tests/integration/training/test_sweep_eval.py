@@ -7,11 +7,10 @@ import json
 import math
 from pathlib import Path
 
+from tests.unit.exporters.tiny import tiny_checkpoint
 from training.evaluation.planning import PlanningSuite
 from training.evaluation.sweep import capacity_table, is_finished, training_curves
 from training.reports import write_docs
-
-from tests.unit.exporters.tiny import tiny_checkpoint
 
 TINY_SUITE = PlanningSuite(train_episodes=2, eval_episodes=2, controller_steps=3, baseline_steps=3, seed=0)
 
@@ -68,9 +67,8 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
 
 def test_only_finished_runs_count_as_trained(tmp_path: Path) -> None:
     """A run still training has a checkpoint (and manifest) too; `lawm eval sweep` must not take it."""
-    from training.checkpoint import save_checkpoint
-
     from tests.unit.exporters.tiny import tiny_model
+    from training.checkpoint import save_checkpoint
 
     model = tiny_model()
     for step, name in ((200, "running"), (600, "done")):

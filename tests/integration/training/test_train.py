@@ -11,11 +11,10 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import tiny_config_dict
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import RunConfig, config_from_dict
 from training.loop import TrainingError, run_stage
-
-from tests.conftest import tiny_config_dict
 
 LAWM = [sys.executable, "-m", "training.cli"]
 
@@ -144,16 +143,16 @@ def test_lam_may_start_from_an_encoder_trained_under_another_regularizer(tmp_pat
 
 
 def test_cli_train_controller_saves_it_with_the_model(tiny_config: RunConfig, tmp_path: Path) -> None:
-    from training.evaluation.common import load_model, require_controller
+    from training.evaluation.common import load_lam, require_controller
 
     run_stage(tiny_config, "encoder")
     lam = run_stage(tiny_config, "lam")
     with pytest.raises(CheckpointError, match="has no controller: train one"):
-        require_controller(load_model(lam))
+        require_controller(load_lam(lam))
     out = tmp_path / "ctrl"
     result = run_cli("train", "controller", "--checkpoint", str(lam), "--env", "manipulation", "--episodes", "2", "--steps", "5", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    model = load_model(out)
+    model = load_lam(out)
     assert require_controller(model).cfg.action_dim == 4
     assert load_checkpoint(out).manifest["controller_env"] == "manipulation"
     bad = run_cli("train", "controller", "--checkpoint", str(lam), "--env", "kitchen")

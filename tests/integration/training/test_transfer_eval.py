@@ -5,11 +5,11 @@ import math
 import numpy as np
 import torch
 
-from training.config import config_from_dict
-from training.evaluation.transfer import cycle_consistency, psnr, ssim
-from training.models import LatentActionModel
-
 from tests.conftest import tiny_config_dict
+from training.config import config_from_dict
+from training.evaluation.pixels import psnr, ssim
+from training.evaluation.transfer import cycle_consistency
+from training.models import LatentActionModel
 
 
 def test_psnr_and_ssim_on_known_images() -> None:

@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import tiny_config_dict
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import config_from_dict
 from training.models import LatentActionModel
-
-from tests.conftest import tiny_config_dict
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.unit.training.data.datafiles import write_audio_only, write_video
 
+from tests.unit.training.data.datafiles import write_audio_only, write_video
 from training.data.samples import sample_clips
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.unit.training.data.datafiles import frame_indices, write_tar, write_video
 
+from tests.unit.training.data.datafiles import frame_indices, write_tar, write_video
 from training.data.dataset import VideoClipDataset, fixed_clips
 from training.data.sources import DataSourceError, VideoRef, resolve_sources
 from training.data.video import decode_clip

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.unit.training.data.datafiles import write_tar, write_video
 
+from tests.unit.training.data.datafiles import write_tar, write_video
 from training.data.sources import DataSourceError, VideoRef, open_ref, resolve_sources
 from training.data.video import probe
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.unit.training.data.datafiles import frame_indices, write_video
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.training.data.datafiles import frame_indices, write_video
 from training.data.video import (
     UnreadableVideo,
     VideoTooSmall,
@@ -18,7 +18,12 @@ from training.data.video import (
     _sample,
     decode_all,
     decode_clip,
+    decode_image_bytes,
+    encode_mp4,
+    encode_png_strip,
     probe,
+    video_codec,
+    write_mp4,
 )
 
 pytestmark = pytest.mark.unit
@@ -204,3 +209,44 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableVideo, match="file not found") as err:
         probe(tmp_path / "nope.mp4")
     assert err.value.kind == "missing"
+
+
+# ----------------------------------------------------------------------------- encoding
+def moving_square(frames: int, size: int) -> np.ndarray:
+    """uint8 `[frames, size, size, 3]`: a bright square moving over a smooth gradient."""
+    ramp = np.linspace(0, 1, size)
+    background = (ramp[:, None, None] * ramp[None, :, None] * np.array([120.0, 80.0, 40.0])).astype(np.uint8)
+    video = np.repeat(background[None], frames, axis=0)
+    for t in range(frames):
+        x = (3 * t) % (size - 8)
+        video[t, 8:16, x : x + 8] = 255
+    return video
+
+
+def test_mp4_round_trip_with_odd_sizes() -> None:
+    import av
+
+    frames = moving_square(6, size=33)  # odd: padded to 34 for yuv420p
+    data = encode_mp4(frames, 4.0)
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 4.0
+    assert len(decoded) == 6 and decoded[0].shape == (34, 34, 3)
+    assert np.abs(decoded[2][:33, :33].astype(int) - frames[2]).mean() < 12  # lossy, but the same picture
+
+
+def test_files_and_uploads_are_encoded_alike(tmp_path: Path) -> None:
+    """The training data's writer and the service's renders pick the same codec and settings."""
+    frames = moving_square(8, size=32)
+    path = write_mp4(frames, tmp_path / "sub" / "clip.mp4", 8.0)
+    assert path.read_bytes() == encode_mp4(frames, 8.0)
+    assert video_codec() in ("libx264", "h264", "mpeg4")
+    np.testing.assert_array_equal(decode_all(path, 8.0, 32).shape, (8, 32, 32, 3))
+
+
+def test_png_strip_lays_frames_side_by_side() -> None:
+    frames = moving_square(4, size=32)
+    strip = decode_image_bytes(encode_png_strip(frames), what="the strip", max_pixels=1 << 20)
+    assert strip.shape == (32, 128, 3)
+    np.testing.assert_array_equal(strip[:, 64:96], frames[2])

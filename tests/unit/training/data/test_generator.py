@@ -16,8 +16,8 @@ from training.data.generator import (
     generate_clip,
     generate_corpus,
     load_manifest,
-    write_clip,
 )
+from training.data.video import write_mp4
 
 pytestmark = pytest.mark.unit
 
@@ -198,18 +198,21 @@ def test_flicker_gain_is_the_recorded_gain() -> None:
 def test_written_mp4_decodes_to_the_frames(tmp_path) -> None:
     cfg = GeneratorConfig(seconds=2.0)
     frames, _ = generate_clip(cfg, 2)
-    path = write_clip(frames, tmp_path / "clip.mp4", cfg.fps)
+    path = write_mp4(frames, tmp_path / "clip.mp4", cfg.fps)
     with av.open(str(path)) as container:
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert decoded.shape == frames.shape
     assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 8
 
 
-def test_write_clip_rejects_bad_frames(tmp_path) -> None:
+def test_write_mp4_rejects_bad_frames_and_pads_odd_sizes(tmp_path) -> None:
     with pytest.raises(ValueError):
-        write_clip(np.zeros((2, 16, 16), dtype=np.uint8), tmp_path / "a.mp4", 8)
+        write_mp4(np.zeros((2, 16, 16), dtype=np.uint8), tmp_path / "a.mp4", 8)
     with pytest.raises(ValueError):
-        write_clip(np.zeros((2, 15, 16, 3), dtype=np.uint8), tmp_path / "b.mp4", 8)
+        write_mp4(np.zeros((0, 16, 16, 3), dtype=np.uint8), tmp_path / "a.mp4", 8)
+    path = write_mp4(np.zeros((2, 15, 16, 3), dtype=np.uint8), tmp_path / "b.mp4", 8)  # yuv420p: 16 x 16
+    with av.open(str(path)) as container:
+        assert (container.streams.video[0].height, container.streams.video[0].width) == (16, 16)
 
 
 def test_corpus_manifest_lists_existing_clips(tmp_path) -> None:

@@ -4,7 +4,7 @@ import torch
 
 from training.config import WorldModelConfig
 from training.models.modules import apply_rope, block_causal_mask, grid_positions, rope_tables
-from training.models.world_model import WorldModel, rollout, teacher_forced_loss
+from training.models.world_model import WorldModel, autoregressive_rollout, teacher_forced_loss
 
 B, T, G, D, Z = 2, 5, 3, 16, 8
 
@@ -98,7 +98,7 @@ def test_teacher_forced_loss_targets_the_next_state() -> None:
 def test_rollout_first_step_equals_teacher_forced_prediction() -> None:
     model = trained_like_model()
     states, latents = torch.randn(B, T, G * G, D), torch.randn(B, T, Z)
-    predicted = rollout(model, states, latents[:, : T - 1], torch.randn(B, 3, Z))
+    predicted = autoregressive_rollout(model, states, latents[:, : T - 1], torch.randn(B, 3, Z))
     assert predicted.shape == (B, 3, G * G, D)
-    first = rollout(model, states, latents[:, : T - 1], latents[:, T - 1 :])[:, 0]
+    first = autoregressive_rollout(model, states, latents[:, : T - 1], latents[:, T - 1 :])[:, 0]
     assert torch.allclose(first, model(states, latents)[:, -1], atol=1e-6)

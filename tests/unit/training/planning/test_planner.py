@@ -16,6 +16,7 @@ from training.planning import (
     PRESETS,
     PlannerConfig,
     evaluate,
+    final_states,
     get_cost,
     l1_cost,
     l2_cost,
@@ -24,7 +25,6 @@ from training.planning import (
     plan_cem,
     plan_mppi,
     preset,
-    rollout,
 )
 
 pytestmark = pytest.mark.unit
@@ -156,11 +156,11 @@ def test_batched_and_per_sample_costs_agree() -> None:
 def test_rollout_expands_state_and_returns_final() -> None:
     step = Counting()
     actions = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
-    final = rollout(step, torch.ones(4), actions)
+    final = final_states(step, torch.ones(4), actions)
     assert final.shape == (2, 4) and step.batches == [2, 2, 2]
     assert torch.equal(final, 1 + actions.sum(1))
     with pytest.raises(RuntimeError, match="batch"):
-        rollout(lambda s, a: s[:1], torch.ones(4), actions)
+        final_states(lambda s, a: s[:1], torch.ones(4), actions)
 
 
 def test_plan_is_best_over_all_iterations_not_the_last() -> None:
