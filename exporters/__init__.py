@@ -5,5 +5,10 @@ Layout of one repository version (Triton-like): `REPO/<name>/<version>/`
     checkpoint/                    the source weights, for the torch runtime
     manifest.json                  specs, profiles, files + sha256, source, versions, parity
 
-    from exporters.runtime import load_model, load_checkpoint_model, planner_step
+Two sides, and the build side imports the runtime side, never the other way round:
+- build: `export` (the `lawm export` pipeline), `onnx_export`, `tensorrt_build`, `parity`,
+  `real_inputs`, `bench`;
+- load and run: `runtime` (`load_model`, `load_checkpoint_model`, `controller_step`,
+  `planner_step`), `ort_runtime`, `torch_runtime`, `tensorrt_runtime`.
+Both use `components` (names, specs, profiles, graphs), `repository` and `errors`.
 """

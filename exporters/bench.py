@@ -21,18 +21,10 @@ import torch
 
 from exporters.components import random_inputs
 from exporters.runtime import LoadedModel, load_model
-from training.bench import machine as cpu_machine
+from training.cli_kit import machine
 
 BAR = 1.3  # onnxruntime (CPU) vs torch eager on the world model at batch 32
 BENCH_STEPS = 4  # context length for the components with a time axis (8 frames: the held-out clip length)
-
-
-def machine() -> str:
-    """The CPU line of `lawm bench train`, plus the GPU when there is one."""
-    text = cpu_machine()
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text
 
 
 def _time(run: Callable[[], Any]) -> float:
@@ -43,9 +35,9 @@ def _time(run: Callable[[], Any]) -> float:
 
 def _engine_version(repo: Path, name: str) -> int | None:
     """The newest version of `name` that holds TensorRT engines, if any."""
-    from exporters.repository import read_manifest, version_dir, versions
+    from exporters.repository import read_version_manifest, version_dir, versions
 
-    found = [v for v in versions(repo, name) if read_manifest(version_dir(repo, name, v)).get("tensorrt")]
+    found = [v for v in versions(repo, name) if read_version_manifest(version_dir(repo, name, v)).get("tensorrt")]
     return found[-1] if found else None
 
 

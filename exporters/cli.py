@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from training.cli import console, print_table, write_json
-
-F = TypeVar("F", bound=Callable[..., Any])
+from training.cli_kit import console, errors_as_exit, print_table, write_json
 
 
-def exporter_errors(fn: F) -> F:
-    """Known errors (bad checkpoint, config, repository, parity, runtime) as one red line and exit 2.
+def _exporter_errors() -> tuple[type[BaseException], ...]:
+    from exporters.errors import ExportError, InvalidInputs
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
 
-    Like `training.cli.friendly_errors`, but without its import of the video stack, so these
-    commands also run on a GPU host that has no PyAV."""
+    return (ExportError, InvalidInputs, CheckpointError, ConfigError, FileNotFoundError)
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from exporters.errors import ExportError, InvalidInputs
-        from training.checkpoint import CheckpointError
-        from training.config import ConfigError
 
-        try:
-            return fn(*args, **kwargs)
-        except (ExportError, InvalidInputs, CheckpointError, ConfigError, FileNotFoundError) as e:
-            if os.environ.get("LAWM_DEBUG"):
-                raise
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
+# Like `friendly_errors`, but without its import of the video stack, so these commands also run on a
+# GPU host that has no PyAV.
+exporter_errors = errors_as_exit(_exporter_errors)
 
 
 def export(

@@ -11,6 +11,7 @@ write the manifest, then move the version into place. Any failure leaves the rep
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import platform
 import shutil
@@ -63,6 +64,15 @@ def runtime_versions() -> dict[str, str | None]:
     }
 
 
+def require_export_stack() -> None:
+    """Refuse at once, saying what to install, where the export extra is missing."""
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeUnavailable(
+            f"exporting needs {', '.join(missing)}, which this install lacks: pip install 'lawm[export]'"
+        )
+
+
 def next_version(repo: Path, name: str) -> int:
     found = versions(repo, name)
     return found[-1] + 1 if found else 1
@@ -111,6 +121,7 @@ def export_model(
     say = progress or (lambda msg: log.info("%s", msg))
     precision = precision or ("fp16" if fmt == "tensorrt" else "fp32")
     version = _check_request(Path(repo), name, version, fmt, precision, force, device)
+    require_export_stack()
     if fmt == "tensorrt":
         from exporters.tensorrt_runtime import require_tensorrt
 
@@ -141,7 +152,7 @@ def export_model(
         parity = {"onnxruntime": _merge(reports)} if reports else {}
         trt_info: dict[str, Any] | None = None
         if fmt == "tensorrt":
-            from exporters.tensorrt_runtime import build_engines, engine_parity
+            from exporters.tensorrt_build import build_engines, engine_parity
 
             say(f"building TensorRT engines ({precision})")
             trt_info = build_engines(tmp, names, specs, profiles, precision, cfg)

@@ -29,16 +29,16 @@ def _video_clips(count: int, frames: int, size: int) -> np.ndarray:
 
 
 def _photo_pans(count: int, frames: int, size: int) -> np.ndarray:
-    import skimage.data
     from skimage.transform import resize
+
+    from training.data.photos import photo
 
     photos = []
     for name in _PHOTOS:
         try:
-            img = getattr(skimage.data, name)()
+            img = photo(name)
         except Exception:  # some need a download in newer releases
             continue
-        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
         scale = 2 * size / min(img.shape[:2])  # the window is half the photo's short side
         img = resize(img, (int(img.shape[0] * scale), int(img.shape[1] * scale)), preserve_range=True)
         photos.append(img.astype(np.uint8))

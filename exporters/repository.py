@@ -72,7 +72,7 @@ def resolve_version(repo: Path, name: str, version: int | None) -> Path:
     return version_dir(repo, name, version)
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def read_version_manifest(folder: Path) -> dict[str, Any]:
     return read_json_manifest(
         Path(folder) / MANIFEST, FORMAT, RepositoryError,
         missing=f"{folder} is not a model repository version: {MANIFEST} is missing",

@@ -21,7 +21,7 @@ import torch
 
 from exporters.components import Profile, TensorSpec, component_specs, default_profiles
 from exporters.errors import RepositoryError
-from exporters.repository import CHECKPOINT_DIR, read_manifest, resolve_version, verify
+from exporters.repository import CHECKPOINT_DIR, read_version_manifest, resolve_version, verify
 from training.config import ModelConfig
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "Component",
     "LoadedModel",
     "TensorSpec",
+    "action_step",
+    "controller_step",
     "load_checkpoint_model",
     "load_model",
     "planner_step",
@@ -56,19 +58,6 @@ class LoadedModel:
     config: ModelConfig
     controller_action_dim: int | None
     profiles: dict[str, Profile] = field(default_factory=dict)
-
-    def warmup(self, batches: tuple[int, ...] | None = None) -> None:
-        """Run every component once at each batch size (default: its profile's min, opt and max)."""
-        from exporters.components import random_inputs
-
-        gen = torch.Generator().manual_seed(0)
-        for name, comp in self.components.items():
-            profile = self.profiles.get(name)
-            sizes = batches or (tuple(sorted(set(profile.batch))) if profile else (1, comp.max_batch))
-            steps = profile.time[1] if profile and profile.time else 2
-            for b in sizes:
-                x = random_inputs(comp.inputs, b, steps, self.config, gen)
-                comp.run({k: v.numpy() for k, v in x.items()})
 
 
 def _profiles(manifest: dict[str, Any]) -> dict[str, Profile]:
@@ -116,7 +105,7 @@ def load_model(
     if runtime not in RUNTIMES:
         raise RepositoryError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     folder = resolve_version(repo, name, version)
-    manifest = read_manifest(folder)
+    manifest = read_version_manifest(folder)
     verify(folder, manifest)
     config = ModelConfig.model_validate(manifest["model_config"])
     specs, profiles = _specs(manifest), _profiles(manifest)
@@ -180,23 +169,42 @@ def load_checkpoint_model(checkpoint: Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-# ----------------------------------------------------------------------------- planning
-def planner_step(model: LoadedModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """`step(states [B, N, D], actions [B, A]) -> next states [B, N, D]` for `training.planning.plan`,
-    through the model's `controller` and `world_model_step` components (numpy round trip), so
-    the planner behaves the same on every runtime."""
+# ----------------------------------------------------------------------------- real actions
+# `call(component, inputs) -> outputs`: a component run directly, or through the service's batchers.
+Call = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def controller_step(call: Call, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step under real actions, the only place the two components are composed: the controller
+    maps (action, current state) to a latent action, then the world model predicts the next state
+    from the current state alone. states `[B, N, D]`, actions `[B, A]` -> (next states `[B, N, D]`,
+    latents `[B, Z]`). The planner on every runtime and the service's plans and rollouts go through it,
+    so a rollout predicts exactly what a plan scores for the same actions."""
+    latents = call("controller", {"actions": actions, "states": states})["latents"]  # [B, Z]
+    nxt = call("world_model_step", {"states": states, "latents": latents})["next_states"]  # [B, N, D]
+    return nxt, latents
+
+
+def action_step(call: Call) -> StepFn:
+    """`step(states [B, N, D], actions [B, A]) -> next states [B, N, D]` for `training.planning.plan`:
+    `controller_step` behind a torch <-> numpy round trip."""
+
+    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        s = states.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, N, D]
+        a = actions.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, A]
+        nxt, _ = controller_step(call, s, a)
+        return torch.from_numpy(nxt).to(states.device)
+
+    return step
+
+
+def planner_step(model: LoadedModel) -> StepFn:
+    """The planner's `step` through a loaded model's `controller` and `world_model_step` components,
+    so the planner behaves the same on every runtime."""
     if "controller" not in model.components:
         raise RepositoryError(
             f"{model.name} v{model.version} has no controller: train one (lawm train controller --checkpoint CKPT "
             "--env manipulation|navigation) and export that checkpoint"
         )
-    controller, world_model = model.components["controller"], model.components["world_model_step"]
-
-    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        s = states.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, N, D]
-        a = actions.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, A]
-        latents = controller.run({"actions": a, "states": s})["latents"]  # [B, Z]
-        nxt = world_model.run({"states": s, "latents": latents})["next_states"]  # [B, N, D]
-        return torch.from_numpy(nxt).to(states.device)
-
-    return step
+    return action_step(lambda name, inputs: model.components[name].run(inputs))

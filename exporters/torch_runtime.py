@@ -87,11 +87,6 @@ class TorchComponent:
                     torch.cuda.synchronize(self.device)
             return {self.outputs[0].name: out.float().cpu().numpy()}
 
-    def run_torch(self, **tensors: torch.Tensor) -> torch.Tensor:
-        """Torch in, torch out (the parity reference and the bench use it without a numpy round trip)."""
-        with torch.inference_mode():
-            return self.module(*(tensors[s.name].to(self.device) for s in self.inputs))
-
 
 def torch_components(
     model: LatentActionModel, specs: dict[str, Any], profiles: dict[str, Profile], device: str = "cpu"

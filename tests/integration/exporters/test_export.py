@@ -21,7 +21,7 @@ from exporters.errors import ExportError, ParityError, RepositoryError
 from exporters.export import export_model
 from exporters.onnx_export import opset_of
 from exporters.parity import TOLERANCES, output_scale
-from exporters.repository import file_hashes, read_manifest
+from exporters.repository import file_hashes, read_version_manifest
 from exporters.runtime import LoadedModel, load_checkpoint_model, load_model, planner_step
 from service.cli import app
 from tests.unit.exporters.tiny import tiny_checkpoint
@@ -64,7 +64,7 @@ def test_the_cli_reports_every_component(exported: tuple[Path, str]) -> None:
 
 def test_the_manifest_matches_the_files(exported: tuple[Path, str], checkpoint: Path) -> None:
     folder = exported[0] / "tiny" / "1"
-    manifest = read_manifest(folder)
+    manifest = read_version_manifest(folder)
     assert manifest["files"] == file_hashes(folder)  # every file listed, every hash right
     assert manifest["source"]["sha256"] == sha256_file(checkpoint / "model.safetensors")
     assert manifest["controller_action_dim"] == 3 and manifest["precision"] == "fp32"

@@ -13,7 +13,7 @@ from exporters.repository import (
     commit,
     file_hashes,
     model_dir,
-    read_manifest,
+    read_version_manifest,
     resolve_version,
     staging_dir,
     verify,
@@ -69,7 +69,7 @@ def test_latest_complete_version_is_resolved(tmp_path: Path) -> None:
 
 def test_manifest_covers_every_file_and_tampering_is_named(tmp_path: Path) -> None:
     folder = fake_version(tmp_path, "demo", 1)
-    manifest = read_manifest(folder)
+    manifest = read_version_manifest(folder)
     assert set(manifest["files"]) == {"idm.onnx", "checkpoint/model.safetensors"}
     verify(folder, manifest)
     (folder / "idm.onnx").write_bytes(b"grapH")
@@ -84,10 +84,10 @@ def test_a_damaged_or_foreign_manifest_is_refused(tmp_path: Path) -> None:
     folder = fake_version(tmp_path, "demo", 1)
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(RepositoryError, match="not valid JSON"):
-        read_manifest(folder)
+        read_version_manifest(folder)
     (folder / "manifest.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(RepositoryError, match="unknown format"):
-        read_manifest(folder)
+        read_version_manifest(folder)
 
 
 def test_commit_replaces_a_version_only_once_the_new_one_is_complete(tmp_path: Path) -> None:
