@@ -21,12 +21,13 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from service.auth import ApiKeyMiddleware
+from service.errors import install_error_handlers
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
-from service.errors import install_error_handlers
+from service.inference.planner import PlanSlots
+from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
-from service.inference.planner import PlanSlots
 from service.routes import console, health, jobs, kserve, v1
 from service.schemas import REQUEST_MODELS
 from service.settings import Settings, get_settings
@@ -60,12 +61,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.state, engine.error = "failed", f"{type(e).__name__}: {e}"
         log.error("cannot serve the model: %s", e)
         raise
-    from service.jobs import build_job_runner
-
     app.state.jobs = build_job_runner(settings, engine, app.state.metrics)
-    start_jobs = getattr(app.state.jobs, "start", None)  # the Redis runner's background work (issue 6)
-    if start_jobs is not None:
-        await start_jobs()
+    await app.state.jobs.start()  # the Redis runner's background work; nothing for the in-process one
     app.state.warmed = asyncio.create_task(_warm(engine), name="warm-up")
     try:
         yield

@@ -6,24 +6,56 @@ commands of the upper layers are registered here, on top of the training CLI.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from exporters.cli import register as register_exporters
-from training.cli import app, bench_app, console, friendly_errors
+from service.settings import Settings
+from training.cli import app, bench_app
+from training.cli_kit import console, friendly_errors, print_table, write_json
 
 register_exporters(app, bench_app)
 
 
-# Options `lawm serve` and `lawm worker` share: the same model, runtime and device.
-RepoOpt = Annotated[Path | None, typer.Option(help="model repository (default: models/repository)")]
-ModelOpt = Annotated[str | None, typer.Option(help="model name in the repository (default: demo)")]
-VersionOpt = Annotated[str | None, typer.Option(help="model version, or 'latest' (default: 1)")]
-RuntimeOpt = Annotated[str | None, typer.Option(help="torch | onnxruntime | tensorrt (default: onnxruntime)")]
+def _value(field: str) -> Any:
+    """A setting's default as `Settings` declares it (never copied into an option)."""
+    return Settings.model_fields[field].get_default(call_default_factory=True)
+
+
+def _default(field: str) -> str:
+    value = _value(field)
+    return "latest" if field == "version" and value is None else str(value)
+
+
+def _help(text: str, field: str) -> str:
+    return f"{text} (default: {_default(field)})"
+
+
+# What the service commands import beyond the core install (pyproject.toml's serve extra).
+SERVE_EXTRA = ("fastapi", "uvicorn", "httpx", "prometheus_client", "redis", "onnxruntime")
+
+
+def _require_serve_extra(command: str) -> None:
+    """One clear line, not an ImportError traceback, where `lawm` was installed without [serve]."""
+    missing = [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        console.print(f"[bold red]error:[/] lawm {command} needs {', '.join(missing)}, which this install lacks: "
+                      "pip install 'lawm[serve]'", highlight=False)
+        raise typer.Exit(2)
+
+
+# Options `lawm serve` and `lawm worker` share: the same model, runtime and device. An option left out
+# is read from its LAWM_* environment variable, then from the settings' default.
+RepoOpt = Annotated[Path | None, typer.Option(help=_help("model repository", "repo"))]
+ModelOpt = Annotated[str | None, typer.Option(help=_help("model name in the repository", "model"))]
+VersionOpt = Annotated[str | None, typer.Option(help=_help("model version, or 'latest'", "version"))]
+RuntimeOpt = Annotated[str | None, typer.Option(help=_help("torch | onnxruntime | tensorrt", "runtime"))]
 CheckpointOpt = Annotated[Path | None, typer.Option(help="run this checkpoint on torch instead (no export)")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: cpu)")]
+DeviceOpt = Annotated[str | None, typer.Option(help=_help("cpu | cuda | cuda:N", "device"))]
 LogLevelOpt = Annotated[str, typer.Option(help="debug | info | warning | error")]
 
 
@@ -37,11 +69,13 @@ def serve(
     runtime: RuntimeOpt = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
-    host: Annotated[str | None, typer.Option(help="address to listen on (default: 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on (default: 8000)")] = None,
+    host: Annotated[str | None, typer.Option(help=_help("address to listen on", "host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_help("port to listen on", "port"))] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="accept this bearer key (repeat for several)")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="rows per batch (default: 32)")] = None,
-    max_queue_delay_ms: Annotated[float | None, typer.Option(help="wait for a batch to fill (default: 5)")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help=_help("rows per batch", "max_batch_size"))] = None,
+    max_queue_delay_ms: Annotated[
+        float | None, typer.Option(help=_help("milliseconds a batch waits to fill", "max_queue_delay_ms"))
+    ] = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve a model over HTTP. With no options: the bundled demo model (exported to
@@ -49,6 +83,7 @@ def serve(
 
     Every option is also a LAWM_* environment variable (LAWM_PORT, LAWM_API_KEYS, LAWM_MAX_FRAMES, ...);
     options win over the environment."""
+    _require_serve_extra("serve")
     import logging
 
     import uvicorn
@@ -69,13 +104,14 @@ def serve(
         exported = ensure_exported(settings)
         check_servable(settings)  # a missing repository or version: one line, not a traceback from uvicorn
     except ExportError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     if exported is not None:
         console.print(f"exported {exported}")
     source = settings.checkpoint or f"{settings.repo / settings.model} v{settings.version or 'latest'}"
     runtime = "torch" if settings.checkpoint else settings.runtime
-    console.print(f"serving {source} on http://{settings.host}:{settings.port} ({runtime}); docs at /docs")
+    console.print(f"serving {source} on http://{settings.host}:{settings.port} ({runtime}); docs at /docs",
+                  markup=False, highlight=False)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -85,9 +121,8 @@ def serve(
     )
 
 
-
 # ----------------------------------------------------------------------------- bench serve
-# (the batcher/loadgen block: service/bench/loadgen*.py hold the work)
+# (service/bench/ holds the work)
 def _floats(text: str, option: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
@@ -109,11 +144,11 @@ def bench_serve(
     plan_rates: Annotated[str, typer.Option(help="plan rates to try for the p99 target (--spawn)")] = "0.5,1,2,4",
     p99_target_ms: Annotated[float, typer.Option(help="planning latency target (p99)")] = 1000.0,
     repo: Annotated[Path | None, typer.Option(
-        help="model repository: served by --spawn (default models/repository); with --url, also times the "
+        help=f"model repository: served by --spawn (default {_default('repo')}); with --url, also times the "
         "offline engine from it")] = None,
-    model: Annotated[str, typer.Option(help="model name (--spawn)")] = "demo",
-    version: Annotated[int | None, typer.Option(help="model version (--spawn)")] = 1,
-    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (--spawn)")] = "onnxruntime",
+    model: Annotated[str, typer.Option(help="model name (--spawn)")] = _value("model"),
+    version: Annotated[int | None, typer.Option(help="model version (--spawn)")] = _value("version"),
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (--spawn)")] = _value("runtime"),
     max_batch_size: Annotated[int | None, typer.Option(help="the batching server's rows per batch (--spawn)")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="both servers' queue delay (--spawn)")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
@@ -122,24 +157,24 @@ def bench_serve(
     """Open-loop load (Poisson arrivals) at fixed rates: throughput, p50/p95/p99, rejections, mean batch
     size and queue vs compute time; with --spawn, batching on vs off side by side, the share of the
     offline engine's throughput, and planning requests per second at a p99 target."""
+    _require_serve_extra("bench serve")
     import sys
 
     import httpx
 
-    from service.bench.serve import ServeBench, compare
     from service.bench.processes import ServerError
-    from training.cli import print_table, write_json
+    from service.bench.serve import ServeBench, compare
 
     try:
         opts = ServeBench(
             endpoint=endpoint, rates=_floats(rates, "--rates"), duration_s=duration, frames=frames, clip=clip,
             plan_rates=_floats(plan_rates, "--plan-rates"), p99_target_ms=p99_target_ms, api_key=api_key,
-            repo=repo or Path("models/repository"), model=model, version=version, runtime=runtime,
+            repo=repo or _value("repo"), model=model, version=version, runtime=runtime,
             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
         )
         result = compare(opts, url=url, spawn=spawn, offline_repo=repo if url else None)
     except (ValueError, ServerError, httpx.HTTPError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
     print_table(result["title"], result["rows"])
@@ -149,7 +184,7 @@ def bench_serve(
     write_json(json_path, result)
 
 
-# ----------------------------------------------------------------------------- worker (issue 6)
+# ----------------------------------------------------------------------------- worker
 @app.command()
 @friendly_errors
 def worker(
@@ -160,19 +195,22 @@ def worker(
     runtime: RuntimeOpt = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
-    host: Annotated[str | None, typer.Option(help="address of /livez, /readyz, /metrics (default: 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port of /livez, /readyz, /metrics (default: 8001; 0: any)")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="jobs run at once (default: 1)")] = None,
+    host: Annotated[str | None, typer.Option(help=_help("address of /livez, /readyz, /metrics", "host"))] = None,
+    port: Annotated[
+        int | None, typer.Option(help=_help("port of /livez, /readyz, /metrics (0: any)", "worker_port"))
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help=_help("jobs run at once", "worker_concurrency"))] = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run transfer jobs from Redis: the same model, runtime and settings as `lawm serve`, many workers
     side by side. SIGTERM finishes running jobs (up to LAWM_DRAIN_TIMEOUT_S) and hands the rest back."""
+    _require_serve_extra("worker")
     import logging
 
     import uvicorn
 
-    from service.startup import ensure_exported, settings_from
     from service.jobs.worker import create_worker_app
+    from service.startup import ensure_exported, settings_from
 
     flags = {
         "redis_url": redis_url, "repo": repo, "model": model, "version": version, "runtime": runtime,
@@ -198,15 +236,14 @@ def worker(
     )
 
 
-# ----------------------------------------------------------------------------- bench jobs (issue 6)
+# ----------------------------------------------------------------------------- bench jobs
 @bench_app.command("jobs")
 @friendly_errors
 def bench_jobs(
-    repo: Annotated[Path, typer.Option(help="model repository (exported on first start for the demo)")] = Path(
-        "models/repository"),
-    model: Annotated[str, typer.Option(help="model name")] = "demo",
-    version: Annotated[int | None, typer.Option(help="model version")] = 1,
-    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt")] = "onnxruntime",
+    repo: Annotated[Path, typer.Option(help="model repository (exported on first start for the demo)")] = _value("repo"),
+    model: Annotated[str, typer.Option(help="model name")] = _value("model"),
+    version: Annotated[int | None, typer.Option(help="model version")] = _value("version"),
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt")] = _value("runtime"),
     jobs: Annotated[int, typer.Option(help="transfer jobs per throughput run")] = 16,
     latency_jobs: Annotated[int, typer.Option(help="one-at-a-time small jobs per path (median)")] = 10,
     drills: Annotated[bool, typer.Option(help="also SIGKILL a worker mid-job and restart Redis, with counts")] = True,
@@ -216,11 +253,11 @@ def bench_jobs(
     """Transfer jobs per second with 1 and 2 `lawm worker`s behind Redis, the latency Redis adds to a small
     job vs the in-process store, and fault drills (worker SIGKILL, Redis restart) with job counts. Starts
     its own redis-server, `lawm serve` and `lawm worker` processes on free loopback ports."""
+    _require_serve_extra("bench jobs")
     import sys
 
     from service.bench.jobs import JobsBench, run
     from service.startup import ensure_exported, settings_from
-    from training.cli import print_table, write_json
 
     settings = settings_from({"repo": repo, "model": model, "version": version, "runtime": runtime})
     exported = ensure_exported(settings)  # once here, not by every process it starts

@@ -2,10 +2,12 @@
 
     {"error": {"code": "frame_too_large", "message": "...", "hint": "...", "request_id": "..."}}
 
-Routes raise `ApiError(status, code, message, hint)`; request validation, unknown paths, the
-batcher's overload/deadline/shutdown errors and the planner's `ValueError`s map onto the same body.
-Anything unexpected is logged with the request id by `service.middleware` and answered 500 without
-details.
+Routes raise `ApiError(status, code, message, hint)`. The inference and job layers raise domain
+errors (`service.inference.errors`: model not ready, missing component, plan rejected, overload,
+deadline, ...; `service.jobs.store.StoreUnavailable`) that know nothing of HTTP: `answer_for` maps
+each to its status, code and headers, here and only here. Request validation, unknown paths and a
+runtime's refusal of tensors map onto the same body. Anything unexpected is logged with the request
+id by `service.middleware` and answered 500 without details.
 """
 
 from __future__ import annotations
@@ -13,12 +15,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from exporters.errors import InvalidInputs
+from service.inference.errors import (
+    BatcherClosed,
+    DeadlineExceeded,
+    InferenceError,
+    MalformedInputs,
+    MissingComponent,
+    ModelNotReady,
+    PlanRejected,
+    QueueFull,
+    RequestTooLarge,
+    TooManyPlans,
+)
+from service.jobs.store import StoreUnavailable
 
 logger = logging.getLogger("lawm.service")
 
@@ -99,29 +117,52 @@ _HTTP_CODES = {
     504: "deadline_exceeded",
 }
 
-# Hints for the batcher's errors (service/inference/batching.py); each BatcherError carries its own
-# `status` and `reason`, so this module needs nothing else of the batcher.
-_BATCHER_HINTS = {
-    "queue_full": "the server is overloaded: retry after the Retry-After seconds",
-    "deadline": "the deadline passed before the work was computed: allow a longer deadline or retry later",
-    "shutting_down": "the server is shutting down: retry (another replica will answer)",
-    "too_large": "send fewer rows (frames, samples) per request",
-    "invalid_input": "see /v1/models for the inputs each component takes",
-}
-_BATCHER_CODES = {"queue_full": "overloaded", "deadline": "deadline_exceeded"}
+
+# ----------------------------------------------------------------------------- domain errors
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    code: str
+    message: str
+    hint: str | None = None
+    headers: dict[str, str] | None = None
 
 
-def batcher_error_response(request: Request, exc: Exception) -> JSONResponse:
-    """A BatcherError as the common body: QueueFull 429 + Retry-After, DeadlineExceeded 504,
-    BatcherClosed 503, RequestTooLarge 413, InvalidInputs 422."""
-    status = int(getattr(exc, "status", 503))
-    reason = str(getattr(exc, "reason", "unavailable"))
-    headers = None
-    if status == 429:
-        retry = getattr(exc, "retry_after_s", None) or 1.0
-        headers = {"Retry-After": str(max(1, math.ceil(float(retry))))}
-    code = _BATCHER_CODES.get(reason, reason)
-    return error_response(request, status, code, str(exc) or code, _BATCHER_HINTS.get(reason), headers)
+DomainError = InferenceError | StoreUnavailable | InvalidInputs
+
+# status, code (None: the error's own `reason`), and the hint when the error carries none
+_ANSWERS: list[tuple[type[Exception], int, str | None, str | None]] = [
+    (ModelNotReady, 503, "not_ready", "retry shortly; GET /readyz says when the server is ready"),
+    (MissingComponent, 409, None, None),
+    (PlanRejected, 422, None, None),
+    (TooManyPlans, 429, "overloaded", None),
+    (QueueFull, 429, "overloaded", "the server is overloaded: retry after the Retry-After seconds"),
+    (DeadlineExceeded, 504, "deadline_exceeded",
+     "the deadline passed before the work was computed: allow a longer deadline or retry later"),
+    (BatcherClosed, 503, "shutting_down", "the server is shutting down: retry (another replica will answer)"),
+    (RequestTooLarge, 413, "too_large", "send fewer rows (frames, samples) per request"),
+    (MalformedInputs, 422, "invalid_input", "see /v1/models for the inputs each component takes"),
+    (StoreUnavailable, 503, "jobs_unavailable", None),
+    (InvalidInputs, 422, "invalid_input", "GET /v1/models lists each component's inputs"),
+]
+_RETRY_AFTER_S = {ModelNotReady: 1.0, TooManyPlans: 1.0, StoreUnavailable: 5.0}
+
+
+def answer_for(exc: DomainError) -> HttpAnswer:
+    """The HTTP answer to a domain error: status, code, message, hint and Retry-After."""
+    status, code, hint = next(
+        ((status, code, hint) for cls, status, code, hint in _ANSWERS if isinstance(exc, cls)), (500, "internal_error", None)
+    )
+    retry = (exc.retry_after_s or 1.0) if isinstance(exc, QueueFull) else _RETRY_AFTER_S.get(type(exc))
+    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry is not None else None
+    code = code or str(getattr(exc, "reason", "error"))
+    message = getattr(exc, "message", None) or str(exc) or code
+    return HttpAnswer(status, code, message, getattr(exc, "hint", None) or hint, headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    answer = answer_for(exc)  # type: ignore[arg-type]  # registered for DomainError's classes only
+    return error_response(request, answer.status, answer.code, answer.message, answer.hint, answer.headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -144,22 +185,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, code, str(exc.detail), hint, exc.headers)
 
 
-async def _batcher_error(request: Request, exc: Exception) -> JSONResponse:
-    return batcher_error_response(request, exc)
-
-
-async def _runtime_inputs(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(request, 422, "invalid_input", str(exc), "GET /v1/models lists each component's inputs")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`: ours, FastAPI's validation, Starlette's HTTP errors,
-    the batcher's errors and a runtime's refusal of tensors that do not fit a component."""
-    from exporters.errors import InvalidInputs
-    from service.inference.batching import BatcherError
-
+    and the domain errors of the inference and job layers (with a runtime's refusal of tensors)."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(BatcherError, _batcher_error)
-    app.add_exception_handler(InvalidInputs, _runtime_inputs)
+    for cls in (InferenceError, StoreUnavailable, InvalidInputs):
+        app.add_exception_handler(cls, _domain_error)

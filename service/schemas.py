@@ -29,7 +29,9 @@ DeadlineMs = Annotated[
 ]
 
 
-class Strict(BaseModel):
+class RequestBody(BaseModel):
+    """A request's JSON: unknown fields are refused (a typo is an error, not a silently ignored key)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -62,7 +64,7 @@ class SourceOut(BaseModel):
 
 
 # ----------------------------------------------------------------------------- latent actions
-class LatentActionsJson(Strict):
+class LatentActionsJson(RequestBody):
     """JSON form of POST /v1/latent-actions (the other form is a video upload)."""
 
     frames: list[Base64Image] = Field(min_length=1, description="the clip's frames in order")
@@ -84,7 +86,7 @@ class LatentActionsResponse(BaseModel):
 
 
 # ----------------------------------------------------------------------------- rollouts
-class RolloutRequest(Strict):
+class RolloutRequest(RequestBody):
     """POST /v1/rollouts as JSON, or as the `request` field of a multipart upload beside a `context` clip."""
 
     frames: list[Base64Image] | None = Field(
@@ -126,7 +128,7 @@ class RolloutResponse(BaseModel):
 
 
 # ----------------------------------------------------------------------------- goals and planning
-class GoalRequest(Strict):
+class GoalRequest(RequestBody):
     image: Base64Image
 
 
@@ -138,7 +140,7 @@ class GoalResponse(BaseModel):
     timing: dict[str, float]
 
 
-class PlanRequest(Strict):
+class PlanRequest(RequestBody):
     observation: Base64Image = Field(description="the current camera frame")
     goal_id: str | None = Field(None, max_length=128, description="from POST /v1/goals")
     goal: Base64Image | None = Field(None, description="a goal image, instead of `goal_id`")

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)
     job_ttl_s: float = Field(3600.0, gt=0)
-    # --- scale-out (issue 6): jobs and caches on Redis when redis_url is set; otherwise in-process
+    # --- scale-out: jobs and caches on Redis when redis_url is set; otherwise in-process
     redis_url: str | None = None  # e.g. redis://redis:6379/0
     redis_prefix: str = Field("lawm", pattern=r"^[A-Za-z0-9_.-]+$")  # keys are "{prefix}:..." (one cluster slot)
     redis_timeout_s: float = Field(2.0, gt=0)  # connect/command timeout: a down Redis answers 503 this fast

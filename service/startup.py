@@ -47,10 +47,10 @@ def export_source(settings: Settings) -> Path | None:
 def _stale(folder: Path, source: Path) -> bool:
     """True when `folder` was exported from `source` and the source's weights changed since (e.g.
     the bundled demo model was retrained with a controller)."""
-    from exporters.repository import read_manifest
+    from exporters.repository import read_version_manifest
     from training.checkpoint import MODEL_FILE, sha256_file
 
-    recorded = read_manifest(folder).get("source") or {}
+    recorded = read_version_manifest(folder).get("source") or {}
     if not recorded.get("checkpoint") or Path(recorded["checkpoint"]).resolve() != source.resolve():
         return False  # exported from something else: not ours to replace
     return (source / MODEL_FILE).is_file() and recorded.get("sha256") != sha256_file(source / MODEL_FILE)
@@ -87,6 +87,6 @@ def check_servable(settings: Settings) -> None:
 
             raise RepositoryError(f"{settings.checkpoint} is not a lawm checkpoint (no manifest.json)")
         return
-    from exporters.repository import read_manifest, resolve_version
+    from exporters.repository import read_version_manifest, resolve_version
 
-    read_manifest(resolve_version(settings.repo, settings.model, settings.version))
+    read_version_manifest(resolve_version(settings.repo, settings.model, settings.version))

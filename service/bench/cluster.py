@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from service.bench.redis_server import RedisServer, free_port
+from service.bench.processes import free_port
+from service.bench.redis_server import RedisServer
 
 LAWM = str(Path(sys.executable).with_name("lawm"))
 

@@ -155,7 +155,7 @@ def probe_body(urls: list[str]) -> dict[str, Any]:
     import base64
 
     from service.bench.loadgen import sample_clip_frames
-    from service.media import encode_png_strip
+    from training.data.video import encode_png_strip
 
     info = httpx.get(urls[0] + "/v1/models", timeout=30).json()["models"][0]
     frames = sample_clip_frames(int(info["image_size"]), float(info["fps"]), 8)
@@ -286,7 +286,7 @@ def _latency(client: httpx.Client, url: str, clips: tuple[bytes, bytes], n: int,
 
 
 def run(opts: JobsBench) -> dict[str, Any]:
-    from training.bench import machine
+    from training.cli_kit import machine
 
     clips = sample_pair()
     small = (clips[0], clips[1])

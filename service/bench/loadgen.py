@@ -48,7 +48,7 @@ def poisson_schedule(rate: float, duration_s: float, seed: int = 0) -> np.ndarra
 
 
 def _frame_png(frame: np.ndarray) -> bytes:
-    from service.media import encode_png_strip
+    from training.data.video import encode_png_strip
 
     return encode_png_strip(frame[None])
 
@@ -56,13 +56,11 @@ def _frame_png(frame: np.ndarray) -> bytes:
 def sample_clip_frames(size: int, fps: float, frames: int, clip: Path | None = None) -> np.ndarray:
     """uint8 `[frames, size, size, 3]` from a real video (default: the sample `carphone_pristine`),
     sampled at the model's fps and size exactly as the server would; repeated if too short."""
-    from service.media import MediaLimits, decode_clip_bytes
     from training.data.samples import sample_clips
+    from training.data.video import decode_all
 
     path = clip if clip is not None else sample_clips()["carphone_pristine"]
-    limits = MediaLimits(size=size, fps=fps, max_bytes=1 << 30, max_frames=100_000, max_pixels=1 << 30,
-                         max_duration_s=1e6)
-    decoded = decode_clip_bytes(Path(path).read_bytes(), filename=Path(path).name, limits=limits).frames
+    decoded = decode_all(path, fps, size)
     reps = math.ceil(frames / len(decoded))
     return np.concatenate([decoded] * reps)[:frames]
 
@@ -70,7 +68,7 @@ def sample_clip_frames(size: int, fps: float, frames: int, clip: Path | None = N
 def latent_actions_request(frames: np.ndarray, fps: float, api_key: str | None = None) -> RequestSpec:
     """POST /v1/latent-actions with the clip uploaded as an MP4 at the model's size and fps (what a
     well-behaved client sends: the server decodes it but never resizes or resamples much)."""
-    from service.media import encode_mp4
+    from training.data.video import encode_mp4
 
     data = encode_mp4(frames, fps)
     boundary = "lawm-bench-boundary"

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from service.bench.processes import free_port
+
 ENV_BINARY = "LAWM_REDIS_SERVER"  # path to a redis-server binary, when not on PATH
 
 
@@ -29,12 +31,6 @@ def find_redis_server() -> str | None:
     if explicit:
         return explicit if Path(explicit).is_file() else None
     return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

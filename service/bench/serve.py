@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,7 @@ def _add_offline(result: dict[str, Any], repo: Path, opts: ServeBench) -> None:
 def compare(opts: ServeBench, *, url: str | None = None, spawn: bool = False, offline_repo: Path | None = None,
             workdir: Path | None = None) -> dict[str, Any]:
     """The figures of `lawm bench serve`, as the JSON payload (rows, tables, summary, verdict)."""
-    from training.bench import machine
+    from training.cli_kit import machine
 
     if spawn == (url is not None):
         raise ValueError("give either --url URL (a running server) or --spawn (start the servers here)")
@@ -365,7 +365,3 @@ def _plan_verdict(plan: dict[str, Any], best: dict[str, Any] | None, target_ms: 
     if best is None:
         return f"planning: no tried rate kept p99 <= {target_ms:g} ms"
     return f"planning: {best['throughput_rps']:.2f} plans/s with p99 {best['p99_ms']:.0f} ms <= {target_ms:g} ms"
-
-
-def with_overrides(opts: ServeBench, **changes: Any) -> ServeBench:
-    return replace(opts, **{k: v for k, v in changes.items() if v is not None})

@@ -6,7 +6,8 @@ One asyncio task owns the queue (TGI's actor pattern): `submit` only checks admi
 with no `await` in between, and every other change to the queue happens in that task. The rules for
 forming batches live in service/inference/queue.py as pure functions of the clock.
 
-This module never imports torch: the app maps `BatcherError.status`/`reason` to HTTP answers.
+This module never imports torch, nor HTTP: its errors (`service.inference.errors`) are answered by
+`service.errors`.
 """
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.inference.errors import (
+    BatcherClosed,
+    BatcherError,
+    DeadlineExceeded,
+    MalformedInputs,
+    QueueFull,
+    RequestTooLarge,
+)
 from service.inference.queue import Batch, BatchQueue, Pending, Priority, Slice, signature_of
 
 if TYPE_CHECKING:
     from service.metrics import BatcherMetrics
 
-__all__ = [
-    "BatcherClosed", "BatcherError", "DeadlineExceeded", "DynamicBatcher", "InvalidInputs", "Priority",
-    "QueueFull", "RequestTooLarge", "RunBatch",
-]
+__all__ = ["DynamicBatcher", "Priority", "RunBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -38,61 +44,25 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-# ----------------------------------------------------------------------------- errors
-class BatcherError(Exception):
-    """Base of the batcher's known errors; `status` and `reason` are what the app answers with."""
-
-    status: int = 500
-    reason: str = "batcher_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class QueueFull(BatcherError):
-    status, reason = 429, "queue_full"
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(BatcherError):
-    status, reason = 504, "deadline"
-
-
-class BatcherClosed(BatcherError):
-    status, reason = 503, "shutting_down"
-
-
-class InvalidInputs(BatcherError):
-    status, reason = 422, "invalid_input"
-
-
-class RequestTooLarge(BatcherError):
-    status, reason = 413, "too_large"
-
-
 def rows_of(component: str, inputs: dict[str, np.ndarray]) -> int:
-    """The request's row count (axis 0, shared by every input); InvalidInputs when malformed."""
+    """The request's row count (axis 0, shared by every input); MalformedInputs when malformed."""
     if not isinstance(inputs, dict) or not inputs:
-        raise InvalidInputs(f"inputs of component '{component}' must be a non-empty dict of numpy arrays")
+        raise MalformedInputs(f"inputs of component '{component}' must be a non-empty dict of numpy arrays")
     rows = {}
     for key, value in inputs.items():
         if not isinstance(value, np.ndarray):
-            raise InvalidInputs(f"input '{key}' of component '{component}' is a {type(value).__name__}, not a numpy array")
+            raise MalformedInputs(f"input '{key}' of component '{component}' is a {type(value).__name__}, not a numpy array")
         if value.ndim == 0:
-            raise InvalidInputs(f"input '{key}' of component '{component}' is a scalar; axis 0 must be the batch axis")
+            raise MalformedInputs(f"input '{key}' of component '{component}' is a scalar; axis 0 must be the batch axis")
         rows[key] = value.shape[0]
     if len(set(rows.values())) != 1:
-        raise InvalidInputs(
+        raise MalformedInputs(
             f"inputs of component '{component}' disagree on the number of rows (axis 0): {rows}; "
             "every input must have the same batch size"
         )
     n = next(iter(rows.values()))
     if n == 0:
-        raise InvalidInputs(f"inputs of component '{component}' have 0 rows; send at least one")
+        raise MalformedInputs(f"inputs of component '{component}' have 0 rows; send at least one")
     return n
 
 
@@ -208,7 +178,7 @@ class DynamicBatcher:
         """Queue `inputs` ([rows, ...] each) and return the outputs for those rows, in the same order.
 
         `deadline` is an absolute `time.monotonic()`. Raises QueueFull, DeadlineExceeded,
-        BatcherClosed, InvalidInputs, RequestTooLarge, or whatever run_batch raised for these rows.
+        BatcherClosed, MalformedInputs, RequestTooLarge, or whatever run_batch raised for these rows.
         """
         if self._task is None:
             raise RuntimeError(f"batcher '{self.name}' is not running: call `await batcher.start()` first")

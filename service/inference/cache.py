@@ -19,9 +19,12 @@ import io
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger("lawm.cache")
 
@@ -134,7 +137,7 @@ class ArrayCache:
             return None
 
 
-def build_caches(settings: Any) -> tuple[ArrayCache, ArrayCache]:
+def build_caches(settings: Settings) -> tuple[ArrayCache, ArrayCache]:
     """(goals, latent actions) for the app: local LRUs, shared through Redis when `redis_url` is set."""
 
     def client() -> Any:

@@ -18,14 +18,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import Depends, Request
 
 from exporters.runtime import LoadedModel
 from service.inference.batching import DynamicBatcher, Priority
-from service.errors import ApiError
+from service.inference.errors import MissingComponent
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -53,6 +52,14 @@ class Geometry:
     def state_shape(self) -> tuple[int, int]:
         return (self.tokens, self.dim)
 
+    def usable_frames(self, frames: int) -> int:
+        """The frames of a clip the encoder takes: whole tubelets only (the rest is dropped)."""
+        return frames // self.tubelet * self.tubelet
+
+    def latent_steps(self, frames: int) -> int:
+        """Latent actions a clip of `frames` frames gives: one between each pair of consecutive states."""
+        return max(0, frames // self.tubelet - 1)
+
 
 def model_fps(model: LoadedModel, folder: Path | None = None) -> float:
     """The frame rate the model was trained at: from its manifest, else from the run config of the
@@ -61,14 +68,14 @@ def model_fps(model: LoadedModel, folder: Path | None = None) -> float:
     found = manifest.get("fps") or ((manifest.get("run_config") or {}).get("data") or {}).get("fps")
     if isinstance(found, int | float) and found > 0:
         return float(found)
-    from training.checkpoint import read_manifest
+    from training.checkpoint import read_checkpoint_manifest
 
     source = (manifest.get("source") or {}).get("checkpoint")
     for checkpoint in [folder / "checkpoint" if folder else None, Path(source) if isinstance(source, str) else None]:
         if checkpoint is None or not (checkpoint / "manifest.json").is_file():
             continue
         try:
-            fps = ((read_manifest(checkpoint).get("run_config") or {}).get("data") or {}).get("fps")
+            fps = ((read_checkpoint_manifest(checkpoint).get("run_config") or {}).get("data") or {}).get("fps")
         except Exception:  # an unreadable source is no reason to refuse the model: fall back below
             continue
         if isinstance(fps, int | float) and fps > 0:
@@ -215,17 +222,7 @@ class Engine:
         if component in self.batchers:
             return
         assert self.model is not None
-        if component == "controller":
-            raise ApiError(
-                409,
-                "no_controller",
-                f"model {self.model.name} v{self.model.version} has no controller, so it cannot take real actions "
-                "or plan",
-                "send latent actions instead, or serve a model with a controller (lawm train controller "
-                "--checkpoint CKPT --env navigation|manipulation, then lawm export)",
-            )
-        raise ApiError(409, "missing_component", f"model {self.model.name} has no '{component}' component",
-                       f"it has: {sorted(self.batchers)}")
+        raise MissingComponent(self.model.name, self.model.version, component, list(self.batchers))
 
     async def run(
         self,
@@ -287,21 +284,3 @@ class Engine:
                 "warm_batch_sizes": self.warm_sizes.get(name, []),
             }
         return {"components": components}
-
-
-def get_engine(request: Request) -> Engine:
-    """The app's engine, once ready; 503 (with Retry-After) while loading, warming or draining."""
-    engine: Engine | None = getattr(request.app.state, "engine", None)
-    if engine is None or not engine.ready:
-        state = engine.state if engine is not None else "starting"
-        raise ApiError(
-            503,
-            "not_ready",
-            f"the model is not ready ({state})",
-            "retry shortly; GET /readyz says when the server is ready",
-            headers={"Retry-After": "1"},
-        )
-    return engine
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]

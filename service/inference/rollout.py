@@ -1,19 +1,24 @@
 """POST /v1/rollouts' computation: world-model rollouts through the engine, and decoding to frames.
 
-- Latent actions: the autoregressive rollout of `training.models.world_model.rollout`: the
+- Latent actions: the autoregressive rollout of `training.models.world_model.autoregressive_rollout`: the
   observed context states and the IDM's latents between them, then one given latent per step,
   the context window sliding at `max_steps`.
-- Real actions: the planner's step (`training.evaluation.planning.latent_step`): the controller
-  maps (action, current state) to a latent, then one world-model step from the current state
-  alone, so a rollout predicts exactly what POST /v1/plan scores for the same actions.
+- Real actions: `exporters.runtime.controller_step`, the planner's own step (the controller maps
+  (action, current state) to a latent, then one world-model step from the current state alone), run
+  in a worker thread over an `EngineBridge`, so a rollout predicts exactly what POST /v1/plan scores
+  for the same actions.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
-from service.inference.batching import Priority
+from exporters.runtime import controller_step
+from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
+from service.inference.queue import Priority
 
 
 async def rollout_latents(
@@ -42,18 +47,18 @@ async def rollout_actions(
     engine: Engine, state: np.ndarray, actions: np.ndarray, priority: Priority, deadline: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """state `[N, D]`, actions `[H, A]` -> (predicted states `[H, N, D]`, the controller's latents `[H, Z]`)."""
-    current = state[None]  # [1, N, D]
-    states, latents = [], []
-    for h in range(len(actions)):
-        z = (await engine.run("controller", {"actions": actions[h : h + 1], "states": current}, priority, deadline))[
-            "latents"
-        ]  # [1, Z]
-        current = (await engine.run("world_model_step", {"states": current, "latents": z}, priority, deadline))[
-            "next_states"
-        ]  # [1, N, D]
-        states.append(current[0])
-        latents.append(z[0])
-    return np.stack(states), np.stack(latents)
+    bridge = EngineBridge(engine, asyncio.get_running_loop(), priority, deadline)
+
+    def unroll() -> tuple[np.ndarray, np.ndarray]:
+        current = state[None]  # [1, N, D]
+        states, latents = [], []
+        for h in range(len(actions)):
+            current, z = controller_step(bridge.call, current, actions[h : h + 1])  # [1, N, D], [1, Z]
+            states.append(current[0])
+            latents.append(z[0])
+        return np.stack(states), np.stack(latents)
+
+    return await bridge.run(unroll)
 
 
 async def decode_states(

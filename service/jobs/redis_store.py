@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -39,29 +39,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.errors import ApiError
 from service.jobs.redis_lua import COMMON, SCRIPTS
-from service.jobs.store import IdempotencyConflict, Job, JobResult, JobSpec, JobState
+from service.jobs.store import IdempotencyConflict, Job, JobResult, JobSpec, JobState, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger("lawm.jobs")
 
 GROUP = "workers"
 FILE_PURGE_EVERY_S = 60.0  # how often expired renders are looked for on the shared volume
 T = TypeVar("T")
-
-
-class StoreUnavailable(ApiError):
-    """Redis cannot be reached: the job endpoints answer 503 + Retry-After (sync endpoints go on)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(
-            503,
-            "jobs_unavailable",
-            f"the job store (Redis) is unreachable: {type(cause).__name__}: {cause}",
-            "jobs resume by themselves when Redis is back: retry after the Retry-After seconds; "
-            "synchronous endpoints keep working meanwhile",
-            headers={"Retry-After": "5"},
-        )
 
 
 class ResultTooLarge(Exception):
@@ -153,7 +141,9 @@ class RedisJobStore:
         self._scripts = {name: client.register_script(COMMON + body) for name, body in SCRIPTS.items()}
 
     @classmethod
-    def from_settings(cls, settings: Any, consumer: str | None = None, blocking_reads: bool = False) -> RedisJobStore:
+    def from_settings(
+        cls, settings: Settings, consumer: str | None = None, blocking_reads: bool = False
+    ) -> RedisJobStore:
         """The store `settings.redis_url` names. `blocking_reads` (workers): a socket timeout long enough
         for XREADGROUP's BLOCK."""
         return cls(
@@ -511,4 +501,4 @@ def connect(url: str, timeout_s: float = 2.0, blocking_reads: bool = False, retr
     )
 
 
-__all__ = ["Entry", "RedisError", "RedisJobStore", "ResultTooLarge", "StoreUnavailable", "connect"]
+__all__ = ["Entry", "RedisError", "RedisJobStore", "ResultTooLarge", "connect"]

@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.jobs.redis_store import RedisJobStore, StoreUnavailable
+from service.jobs.redis_store import RedisJobStore
 from service.jobs.runner import RunnerClosed
-from service.jobs.store import Job, JobState
+from service.jobs.store import Job, JobState, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.metrics import ServiceMetrics
 
 log = logging.getLogger("lawm.jobs")
 
@@ -26,7 +29,7 @@ LIVE_WINDOW_S = 10.0  # a worker heard from this recently counts as live (a busy
 
 
 class RemoteJobRunner:
-    def __init__(self, store: RedisJobStore, metrics: Any = None, heartbeat_s: float = 5.0) -> None:
+    def __init__(self, store: RedisJobStore, metrics: ServiceMetrics | None = None, heartbeat_s: float = 5.0) -> None:
         self.store = store
         self.metrics = metrics
         self.heartbeat_s = heartbeat_s

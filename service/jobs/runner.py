@@ -7,8 +7,11 @@ once a cancel was requested, so a cancel reaches a running job at its next step 
 request to cancel went to another process (the store carries the flag). In this process the
 runner also cancels the job's task, which withdraws its queued engine calls at once.
 
-`execute(job_id)` is the whole life of one job and is what a separate worker process (issue 6)
-calls for each job it takes from its queue.
+`execute(job_id)` is the whole life of one job and is what a separate worker process
+(`service.jobs.worker`) calls for each job it takes from its queue.
+
+`JobService` is what the job routes and the app's lifespan use of a runner: this `JobRunner`, or
+the Redis `RemoteJobRunner` whose jobs the workers run.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from service.jobs.store import Job, JobResult, JobState, JobStore
 
@@ -76,6 +79,29 @@ class JobContext:
         return dict(self.timings)
 
 
+class JobService(Protocol):
+    """A runner as the job routes and the app's lifespan see it."""
+
+    store: JobStore
+    closing: bool  # draining for shutdown: no new jobs
+
+    async def start(self) -> None:
+        """Background work of its own, started by the lifespan once the model is loaded."""
+
+    def submit(self, job: Job) -> None:
+        """Run (or enqueue) a job the store just created; raises RunnerClosed while draining."""
+
+    async def cancel(self, job_id: str) -> Job | None: ...
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop intake and finish what it can within `timeout_s`; returns the jobs left unfinished."""
+        ...
+
+    async def dependency(self) -> dict[str, Any] | None:
+        """What `/readyz` reports about the store (Redis), or None when there is nothing to report."""
+        ...
+
+
 class JobRunner:
     def __init__(
         self,
@@ -96,6 +122,13 @@ class JobRunner:
     def active(self) -> int:
         """Jobs of this process not yet ended (waiting for a slot or running)."""
         return len(self._tasks)
+
+    async def start(self) -> None:
+        """Nothing to start: a job's task starts when it is submitted."""
+
+    async def dependency(self) -> dict[str, Any] | None:
+        """The in-process store has no dependency to report."""
+        return None
 
     def submit(self, job: Job) -> None:
         """Schedule a queued job (created by the store); raises RunnerClosed while draining."""

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from service.schemas import Base64Image
+from service.schemas import Base64Image, RequestBody
 
 
-class ClipFrames(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClipFrames(RequestBody):
     frames: list[Base64Image] = Field(
         min_length=1, description="the clip's frames in order, at the model's size"
     )
 
 
-class TransferRequest(BaseModel):
+class TransferRequest(RequestBody):
     """POST /v1/transfers as JSON, or the `request` field of a multipart upload of `clip_a` and `clip_b`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     clip_a: ClipFrames | None = Field(None, description="the clip whose actions are transferred (JSON form)")
     clip_b: ClipFrames | None = Field(

@@ -1,9 +1,9 @@
 """Where jobs live: the `JobStore` protocol and the in-process store behind it.
 
 A job moves queued -> running -> succeeded | failed | cancelled. The store owns every state change
-so that a second backend (Redis, issue 6) only has to make the same transitions atomic: `claim`
-is the one place a job starts, `finish`/`fail` write a result once (a retried worker cannot
-overwrite it), and `cancel` either ends a queued job at once or flags a running one for the
+so that a second backend (Redis, `service.jobs.redis_store`) only has to make the same transitions
+atomic: `claim` is the one place a job starts, `finish`/`fail` write a result once (a retried worker
+cannot overwrite it), and `cancel` either ends a queued job at once or flags a running one for the
 runner to stop between steps.
 
 Inputs and results are bytes (plus JSON metadata) so that any store can hold them; an
@@ -31,6 +31,19 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class StoreUnavailable(Exception):
+    """The job store cannot be reached (Redis is down): job endpoints answer 503 + Retry-After while
+    synchronous endpoints go on; a worker backs off and retries."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.message = f"the job store (Redis) is unreachable: {type(cause).__name__}: {cause}"
+        self.hint = (
+            "jobs resume by themselves when Redis is back: retry after the Retry-After seconds; "
+            "synchronous endpoints keep working meanwhile"
+        )
+        super().__init__(self.message)
 
 
 class IdempotencyConflict(Exception):

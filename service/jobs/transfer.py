@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from service.inference.batching import Priority
+from service.inference.engine import Engine, Geometry
+from service.inference.queue import Priority
+from service.inference.rollout import decode_states, rollout_latents
 from service.jobs.runner import Handler, JobContext, JobError
 from service.jobs.store import JobResult
-from service.inference.rollout import decode_states, rollout_latents
-from training.evaluation.transfer import psnr, ssim
+from training.data.video import encode_mp4
+from training.evaluation.pixels import psnr, ssim
 
 Step = Callable[[str, float], Awaitable[None]]  # (stage, progress) -> raises JobCancelled when cancelled
 
@@ -44,9 +46,9 @@ class TransferOutput:
     metrics: dict[str, Any]
 
 
-def usable_steps(frames_a: int, tubelet: int, requested: int | None) -> int:
+def usable_steps(geo: Geometry, frames_a: int, requested: int | None) -> int:
     """Latent steps of A to transfer: all of A's, or the first `requested`."""
-    available = frames_a // tubelet - 1  # S_A - 1 latents
+    available, tubelet = geo.latent_steps(frames_a), geo.tubelet  # S_A - 1 latents
     if available < 1:
         raise JobError(
             "clip_too_short",
@@ -88,7 +90,7 @@ def _finite(x: float) -> float | None:
 
 
 async def transfer(
-    engine: Any,
+    engine: Engine,
     frames_a: np.ndarray,
     frames_b: np.ndarray,
     steps: int | None = None,
@@ -96,15 +98,14 @@ async def transfer(
 ) -> TransferOutput:
     """Clip A's actions applied to clip B (uint8 `[T, H, W, 3]` each) -> the render and its metrics.
 
-    `engine` is a `service.inference.engine.Engine` (encode, latent_actions, run, geo); `step` is called
-    between stages with the progress so far and may raise to stop the job."""
+    `step` is called between stages with the progress so far and may raise to stop the job."""
 
     async def report(stage: str, progress: float) -> None:
         if step is not None:
             await step(stage, progress)
 
     tb = engine.geo.tubelet
-    h = usable_steps(len(frames_a), tb, steps)
+    h = usable_steps(engine.geo, len(frames_a), steps)
     frames_a = frames_a[: (h + 1) * tb]  # only the frames whose states are used
     if len(frames_b) < tb:
         raise JobError(
@@ -179,7 +180,7 @@ def unpack_frames(data: bytes) -> np.ndarray:
     return frames
 
 
-def transfer_handler(engine: Any, encode_mp4: Callable[[np.ndarray, float], bytes]) -> Handler:
+def transfer_handler(engine: Engine) -> Handler:
     """The runner's handler for "transfer" jobs: inputs "a" and "b" (packed frames), params steps/fps."""
 
     async def handle(ctx: JobContext, params: dict[str, Any], inputs: dict[str, bytes]) -> JobResult:

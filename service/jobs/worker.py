@@ -24,11 +24,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.jobs.redis_store import Entry, RedisJobStore, StoreUnavailable
+from fastapi import FastAPI
+
+from service.jobs.redis_store import Entry, RedisJobStore
 from service.jobs.runner import Handler, JobContext, JobRunner
-from service.jobs.store import JobResult, JobState
+from service.jobs.store import JobResult, JobState, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.metrics import ServiceMetrics
+    from service.settings import Settings
 
 log = logging.getLogger("lawm.worker")
 
@@ -53,7 +59,7 @@ class Worker:
         concurrency: int = 1,
         heartbeat_s: float = 5.0,
         visibility_timeout_s: float = 60.0,
-        metrics: Any = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"worker_concurrency must be >= 1, got {concurrency} (LAWM_WORKER_CONCURRENCY)")
@@ -285,15 +291,13 @@ class Worker:
 
 
 # ----------------------------------------------------------------------------- the worker process
-def create_worker_app(settings: Any) -> Any:
+def create_worker_app(settings: Settings) -> FastAPI:
     """The worker as an ASGI app: its lifespan loads and warms the model, then consumes jobs until
     shutdown; `/livez`, `/readyz` (warm and consuming, Redis reachable) and `/metrics`."""
-    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
 
     from service.inference.engine import Engine
-    from service.jobs.transfer import KIND, transfer_handler
-    from service.media import encode_mp4
+    from service.jobs import job_handlers
     from service.metrics import ServiceMetrics
 
     if not settings.redis_url:
@@ -308,7 +312,7 @@ def create_worker_app(settings: Any) -> Any:
         store = RedisJobStore.from_settings(settings, blocking_reads=True)
         worker = Worker(
             store,
-            {KIND: transfer_handler(engine, encode_mp4)},
+            job_handlers(engine),
             concurrency=settings.worker_concurrency,
             heartbeat_s=settings.worker_heartbeat_s,
             visibility_timeout_s=settings.job_visibility_timeout_s,

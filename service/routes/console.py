@@ -11,7 +11,8 @@
 The page and its assets hold no data, so they stay open when API keys are on (the key is typed into
 the page); the /console data endpoints sit behind the key like the rest of the API. Episodes are
 recorded by `training.envs.episodes.record_episode` (deterministic per seed), exactly as the
-planning evaluation records them, so the console's ground truth is the evaluation's.
+planning evaluation records them, so the console's ground truth is the evaluation's. The
+environments (simulators) are imported when an episode is first asked for, not with the app.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.inference.engine import EngineDep
+from service.deps import EngineDep
 from service.errors import ApiError
-from service.media import encode_png_strip
 from training.data.samples import SampleDataMissing, sample_clips
-from training.envs.episodes import ENVS, record_episode
-from training.evaluation.planning import PRESET_FOR_ENV
-from training.planning import PRESETS
+from training.data.video import encode_png_strip
+from training.planning import PRESET_FOR_ENV, PRESETS
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_PREFIX = "/static"
@@ -116,6 +115,8 @@ async def sample_file(name: str) -> FileResponse:
 
 # ----------------------------------------------------------------------------- environment episodes
 def _env_info(name: str) -> dict[str, Any]:
+    from training.envs.episodes import ENVS
+
     env = ENVS[name]
     preset = PRESET_FOR_ENV[name]
     return {
@@ -134,6 +135,8 @@ def _env_info(name: str) -> dict[str, Any]:
 @router.get("/episodes")
 async def episodes(engine: EngineDep) -> dict[str, Any]:
     """The environments whose episodes the planner playground can load, and what the model plans with."""
+    from training.envs.episodes import ENVS
+
     return {
         "environments": [_env_info(name) for name in ENVS],
         "image_size": engine.geo.image_size,
@@ -148,6 +151,8 @@ def _png_data_url(frame: Any) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _episode(env: str, seed: int, image_size: int) -> dict[str, Any]:
+    from training.envs.episodes import record_episode
+
     ep = record_episode(env, seed, EPISODE_STEPS, image_size=image_size)
     return {
         **_env_info(env),
@@ -167,6 +172,6 @@ async def episode(
     """One episode of `env` (scripted policy, deterministic per seed) at the model's image size: frame
     `i` is the observation before action `i`, so planning from frame `i` to frame `i + H` has
     `actions[i : i + H]` as its ground truth."""
-    if env not in ENVS:
-        raise ApiError(404, "unknown_environment", f"no environment {env!r}", f"choose one of {sorted(ENVS)}")
+    if env not in PRESET_FOR_ENV:
+        raise ApiError(404, "unknown_environment", f"no environment {env!r}", f"choose one of {sorted(PRESET_FOR_ENV)}")
     return await asyncio.to_thread(_episode, env, seed, engine.geo.image_size)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+
+from service.deps import MaybeEngineDep, MaybeJobsDep, MetricsDep
 
 router = APIRouter(tags=["health"])
 
@@ -21,25 +23,24 @@ async def livez() -> dict[str, bool]:
 
 
 @router.get("/readyz", responses={503: {"description": "loading, warming, draining or failed"}})
-async def readyz(request: Request) -> Any:
+async def readyz(engine: MaybeEngineDep, jobs: MaybeJobsDep) -> Any:
     """200 once the model is loaded, checksum-verified and warmed; 503 before that and while draining."""
-    engine = getattr(request.app.state, "engine", None)
     state = engine.state if engine is not None else "starting"
     body: dict[str, Any] = {"ready": state == "ready", "state": state}
     if engine is not None and engine.error:
         body["error"] = engine.error
     # Redis (LAWM_REDIS_URL) is reported, not required: when it is down only the job endpoints
     # answer 503, so the replica stays in its Service and keeps serving the synchronous endpoints.
-    dependency = getattr(getattr(request.app.state, "jobs", None), "dependency", None)
+    dependency = await jobs.dependency() if jobs is not None else None
     if dependency is not None:
-        body["redis"] = await dependency()
+        body["redis"] = dependency
     if state != "ready":
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
     return body
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(service_metrics: MetricsDep) -> Response:
     """Prometheus metrics of this process."""
-    payload, content_type = request.app.state.metrics.render()
+    payload, content_type = service_metrics.render()
     return Response(payload, media_type=content_type)

@@ -14,22 +14,20 @@ import hashlib
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.inference.engine import EngineDep
+from service.deps import EngineDep, JobsDep, SettingsDep
 from service.errors import ApiError
 from service.inputs import Body, read_body
-from service.jobs.runner import JobRunner, RunnerClosed
+from service.jobs.runner import JobService, RunnerClosed
 from service.jobs.schemas import JobList, JobOut, TransferRequest
 from service.jobs.store import IdempotencyConflict, Job, JobSpec, JobState
 from service.jobs.transfer import KIND, VIDEO, pack_frames
-from service.media import MediaLimits, decode_clip_bytes, frames_from_base64
+from service.media import MediaLimits, clip_from
 from service.schemas import openapi_body
-from service.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -37,28 +35,12 @@ CLIPS = ("clip_a", "clip_b")
 JSON = "application/json"
 
 
-def get_runner(request: Request) -> JobRunner:
-    runner: JobRunner | None = getattr(request.app.state, "jobs", None)
-    if runner is None:
-        raise ApiError(
-            503,
-            "not_ready",
-            "the job runner is not started yet",
-            "retry shortly; GET /readyz says when",
-            headers={"Retry-After": "1"},
-        )
-    return runner
-
-
-RunnerDep = Annotated[JobRunner, Depends(get_runner)]
-
-
 def job_out(job: Job) -> JobOut:
     url = f"/v1/jobs/{job.id}"
     return JobOut(**job.to_json(), links={"self": url, "result": f"{url}/result"})
 
 
-async def job_or_404(runner: JobRunner, job_id: str) -> Job:
+async def job_or_404(runner: JobService, job_id: str) -> Job:
     job = await runner.store.get(job_id)
     if job is None:
         raise ApiError(
@@ -95,29 +77,12 @@ def _fingerprint(body: Body, options: TransferRequest) -> str:
     return h.hexdigest()
 
 
-def _clip(
-    body: Body, name: str, frames: list[str] | None, limits: MediaLimits
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """uint8 frames `[T, H, W, 3]` of one clip (an upload, resized by the server, or JSON frames)."""
-    upload = body.files.get(name)
-    if upload is not None and frames:
-        raise ApiError(422, "invalid_request", f"send {name} either as an upload or as JSON frames, not both")
-    if upload is not None:
-        clip = decode_clip_bytes(upload.data, filename=upload.filename, limits=limits)
-        src = clip.source
-        return clip.frames, {
-            "frames": len(clip.frames),
-            "source": f"{src.container} {src.codec} {src.width}x{src.height}",
-        }
-    if frames:
-        array = frames_from_base64(frames, limits=limits, field=f"{name}.frames")
-        return array, {"frames": len(array), "source": "frames"}
-    raise ApiError(
-        422,
-        "invalid_request",
-        f"no {name}: upload it as the multipart file `{name}` or send `{name}.frames`",
-        "a transfer needs clip_a (whose actions are taken) and clip_b (whose first state they drive)",
-    )
+def _clip(body: Body, name: str, frames: list[str] | None, limits: MediaLimits) -> tuple[np.ndarray, dict[str, Any]]:
+    """uint8 frames `[T, H, W, 3]` of one clip (an upload, resized by the server, or JSON frames) and
+    what the job records of it."""
+    array, src = clip_from(body, name, frames, limits, frames_field=f"{name}.frames")
+    source = f"{src.container} {src.codec} {src.width}x{src.height}" if src is not None else "frames"
+    return array, {"frames": len(array), "source": source}
 
 
 @router.post(
@@ -138,7 +103,7 @@ def _clip(
     },
 )
 async def create_transfer(
-    request: Request, response: Response, engine: EngineDep, runner: RunnerDep, settings: SettingsDep
+    request: Request, response: Response, engine: EngineDep, runner: JobsDep, settings: SettingsDep
 ) -> JobOut:
     """Clip A's latent actions applied to clip B's first state through the world model, rendered to MP4,
     with cycle-consistency metrics. An async job: poll `Location`, then GET its result."""
@@ -165,7 +130,7 @@ async def create_transfer(
         asyncio.to_thread(_clip, body, "clip_b", options.clip_b.frames if options.clip_b else None, limits),
     )
     tb = engine.geo.tubelet
-    available = len(frames_a) // tb - 1
+    available = engine.geo.latent_steps(len(frames_a))
     if available < 1 or len(frames_b) < tb:
         raise ApiError(
             422,
@@ -220,7 +185,7 @@ async def create_transfer(
 
 @router.get("/jobs", response_model=JobList)
 async def list_jobs(
-    runner: RunnerDep,
+    runner: JobsDep,
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
 ) -> JobList:
     """The jobs this server holds (ended ones until their TTL), oldest first."""
@@ -228,7 +193,7 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-async def get_job(job_id: str, runner: RunnerDep, response: Response) -> JobOut:
+async def get_job(job_id: str, runner: JobsDep, response: Response) -> JobOut:
     """Status, progress (0..1, with the current stage) and per-stage timings."""
     job = await job_or_404(runner, job_id)
     if not job.done:
@@ -275,7 +240,7 @@ def _wants(request: Request, fmt: str | None) -> str:
 async def get_result(
     request: Request,
     job_id: str,
-    runner: RunnerDep,
+    runner: JobsDep,
     fmt: Annotated[
         str | None, Query(alias="format", pattern="^(mp4|json)$", description="mp4 or json; overrides Accept")
     ] = None,
@@ -326,7 +291,7 @@ async def get_result(
         409: {"description": "the job already ended"},
     },
 )
-async def cancel_job(job_id: str, runner: RunnerDep, response: Response) -> JobOut:
+async def cancel_job(job_id: str, runner: JobsDep, response: Response) -> JobOut:
     """Cancel a job: a queued one ends at once (200); a running one stops at its next step (202)."""
     job = await job_or_404(runner, job_id)
     if job.state in (JobState.SUCCEEDED, JobState.FAILED):

@@ -19,7 +19,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.inference.batching import BatcherError, Priority
+from exporters.components import check_inputs
+from exporters.errors import InvalidInputs
+from service.deps import MaybeEngineDep
+from service.errors import answer_for
+from service.inference.engine import Engine
+from service.inference.errors import BatcherError
+from service.inference.queue import Priority
 from service.kserve_protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -42,18 +48,13 @@ def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _engine(request: Request) -> Any:
-    return getattr(request.app.state, "engine", None)
-
-
 def _metas(specs: Any) -> list[TensorMeta]:
     return [TensorMeta(s.name, V2_DATATYPES.get(s.dtype, s.dtype.upper()), tuple(s.shape)) for s in specs]
 
 
-def _component(request: Request, name: str, version: str | None) -> tuple[Any, Any] | JSONResponse:
+def _component(engine: Engine | None, name: str, version: str | None) -> tuple[Engine, Any] | JSONResponse:
     """(engine, component) or the v2 error saying why there is none."""
-    engine = _engine(request)
-    if engine is None or getattr(engine, "model", None) is None:
+    if engine is None or engine.model is None:
         return v2_error(
             503, "the model is still loading; retry when /v2/health/ready answers 200", {"Retry-After": "1"}
         )
@@ -89,19 +90,19 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready", summary="Server readiness: every component loaded, verified and warmed")
-async def ready(request: Request) -> JSONResponse:
-    engine = _engine(request)
-    is_ready = bool(engine is not None and getattr(engine, "ready", False))
+async def ready(engine: MaybeEngineDep) -> JSONResponse:
+    is_ready = bool(engine is not None and engine.ready)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 # ----------------------------------------------------------------------------- models
-def _metadata(request: Request, name: str, version: str | None) -> Any:
-    found = _component(request, name, version)
+def _metadata(engine: Engine | None, name: str, version: str | None) -> Any:
+    found = _component(engine, name, version)
     if isinstance(found, JSONResponse):
         return found
     engine, component = found
     model = engine.model
+    assert model is not None
     return {
         "name": name,
         "versions": [str(model.version)],
@@ -113,60 +114,57 @@ def _metadata(request: Request, name: str, version: str | None) -> Any:
 
 
 @router.get("/models/{name}", summary="Model metadata (one served component)")
-async def model_metadata(request: Request, name: str) -> Any:
-    return _metadata(request, name, None)
+async def model_metadata(engine: MaybeEngineDep, name: str) -> Any:
+    return _metadata(engine, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata at a version")
-async def model_version_metadata(request: Request, name: str, version: str) -> Any:
-    return _metadata(request, name, version)
+async def model_version_metadata(engine: MaybeEngineDep, name: str, version: str) -> Any:
+    return _metadata(engine, name, version)
 
 
-def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
-    found = _component(request, name, version)
+def _model_ready(engine: Engine | None, name: str, version: str | None) -> JSONResponse:
+    found = _component(engine, name, version)
     if isinstance(found, JSONResponse):
         return found
     engine, _ = found
-    is_ready = bool(getattr(engine, "ready", False))
+    is_ready = engine.ready
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{name}/ready", summary="Model readiness")
-async def model_ready(request: Request, name: str) -> JSONResponse:
-    return _model_ready(request, name, None)
+async def model_ready(engine: MaybeEngineDep, name: str) -> JSONResponse:
+    return _model_ready(engine, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness at a version")
-async def model_version_ready(request: Request, name: str, version: str) -> JSONResponse:
-    return _model_ready(request, name, version)
+async def model_version_ready(engine: MaybeEngineDep, name: str, version: str) -> JSONResponse:
+    return _model_ready(engine, name, version)
 
 
 # ----------------------------------------------------------------------------- inference
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    found = _component(request, name, version)
+async def _infer(request: Request, engine: Engine | None, name: str, version: str | None) -> Response:
+    found = _component(engine, name, version)
     if isinstance(found, JSONResponse):
         return found
     engine, component = found
-    if not getattr(engine, "ready", False):
+    assert engine.model is not None
+    if not engine.ready:
         return v2_error(503, "the model is not ready yet (warming up or shutting down)", {"Retry-After": "1"})
-    from exporters.components import check_inputs
-    from exporters.errors import InvalidInputs
-
     try:
         parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
         arrays = check_tensors(name, _metas(component.inputs), parsed.inputs)
-        check_inputs(name, component.inputs, arrays, getattr(engine.model, "profiles", {}).get(name))
+        check_inputs(name, component.inputs, arrays, engine.model.profiles.get(name))
         deadline = _deadline(parsed.parameters)
         outputs = await engine.run(name, arrays, Priority.INTERACTIVE, deadline)
         body, header_length = build_infer_response(name, str(engine.model.version), parsed, outputs)
     except ProtocolError as e:
         return v2_error(e.status, e.message)
-    except InvalidInputs as e:
+    except InvalidInputs as e:  # the protocol's own answer to tensors that do not fit: 400
         return v2_error(400, str(e))
     except BatcherError as e:
-        retry = getattr(e, "retry_after_s", None)
-        headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
-        return v2_error(e.status, e.message, headers)
+        answer = answer_for(e)
+        return v2_error(answer.status, answer.message, answer.headers)
     except Exception:
         request_id = request.scope.get("state", {}).get("request_id")
         log.exception("v2 infer on %s failed (request %s)", name, request_id)
@@ -189,10 +187,10 @@ def _deadline(parameters: dict[str, Any]) -> float | None:
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
-async def infer(request: Request, name: str) -> Response:
-    return await _infer(request, name, None)
+async def infer(request: Request, engine: MaybeEngineDep, name: str) -> Response:
+    return await _infer(request, engine, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference at a version")
-async def infer_version(request: Request, name: str, version: str) -> Response:
-    return await _infer(request, name, version)
+async def infer_version(request: Request, engine: MaybeEngineDep, name: str, version: str) -> Response:
+    return await _infer(request, engine, name, version)

@@ -1,6 +1,7 @@
 """The v1 API: latent actions, rollouts, goals, plans, models. Handlers read and check the request,
-then hand the work to the engine (`service.inference.engine`), the rollouts (`service.inference.rollout`) and the
-planner bridge (`service.inference.planner`); every model call goes through the batchers.
+then hand the work to the engine (`service.inference.engine`), the rollouts
+(`service.inference.rollout`) and the planner (`service.inference.planner`); every model call goes
+through the batchers.
 """
 
 from __future__ import annotations
@@ -14,24 +15,16 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.inference.batching import Priority
-from service.inference.cache import ArrayCache, content_key
-from service.inference.engine import Engine, EngineDep
+from service.deps import EngineDep, GoalsDep, LatentsDep, PlanSlotsDep, SettingsDep
 from service.errors import ApiError
+from service.inference.cache import content_key
+from service.inference.engine import Engine
 from service.inference.goals import goal_id
-from service.inputs import Body, cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
-from service.media import (
-    MediaLimits,
-    b64decode_field,
-    check_image_size,
-    decode_clip_bytes,
-    decode_image_bytes,
-    encode_mp4,
-    encode_png_strip,
-    frames_from_base64,
-)
 from service.inference.planner import finite_or_none, planner_config, run_plan
+from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
+from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
+from service.media import MediaLimits, b64decode_field, clip_from, model_sized_image
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -47,11 +40,11 @@ from service.schemas import (
     SourceOut,
     openapi_body,
 )
-from service.settings import Settings, get_settings
+from service.settings import Settings
+from training.data.video import encode_mp4, encode_png_strip
 from training.planning import PRESETS
 
 router = APIRouter(prefix="/v1", tags=["v1"])
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def limits_of(engine: Engine, settings: Settings) -> MediaLimits:
@@ -82,21 +75,6 @@ def as_array(rows: list[list[float]], name: str, width: int, what: str) -> np.nd
     return array
 
 
-async def _clip_of(body: Body, field: str, limits: MediaLimits, frames: list[str] | None) -> tuple[np.ndarray, Any]:
-    """The clip from an upload (resized by the server) or from base64 frames (the model's size).
-    Decoding runs in a worker thread: the event loop keeps serving meanwhile."""
-    upload = body.files.get(field)
-    if upload is not None and frames:
-        raise ApiError(422, "invalid_request", f"send the clip either as the `{field}` upload or as `frames`, not both")
-    if upload is not None:
-        clip = await asyncio.to_thread(decode_clip_bytes, upload.data, filename=upload.filename, limits=limits)
-        return clip.frames, clip.source
-    if frames:
-        return await asyncio.to_thread(frames_from_base64, frames, limits=limits), None
-    raise ApiError(422, "invalid_request", f"no clip: upload one as `{field}` or send `frames`",
-                   "see /docs for both forms")
-
-
 # ----------------------------------------------------------------------------- latent actions
 @router.post(
     "/latent-actions",
@@ -111,6 +89,7 @@ async def latent_actions(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
+    cache: LatentsDep,
     deadline_ms: Annotated[float | None, Query(gt=0, le=600_000, description="answer within this or get a 504")] = None,
 ) -> Any:
     """A clip -> one latent action per step (between consecutive 2-frame states), with timestamps.
@@ -123,11 +102,11 @@ async def latent_actions(
     limits = limits_of(engine, settings)
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
-    frames, source = await _clip_of(body, "file", limits, options.frames if options else None)
+    frames, source = await asyncio.to_thread(clip_from, body, "file", options.frames if options else None, limits)
     fps = options.fps if options is not None and options.fps else engine.geo.fps
     tb = engine.geo.tubelet
-    usable = len(frames) // tb * tb
-    if usable < 2 * tb:
+    usable = engine.geo.usable_frames(len(frames))
+    if engine.geo.latent_steps(len(frames)) < 1:
         raise ApiError(
             422,
             "clip_too_short",
@@ -142,7 +121,6 @@ async def latent_actions(
         latents = await engine.latent_actions(states, Priority.INTERACTIVE, deadline)
         return latents, t2
 
-    cache = latents_of(request)
     key = content_key(model_key(engine), frames[:usable])
     cached = None if fresh_wanted(request) else await cache.get(key)
     if cached is not None:  # the same clip on the same model version: computed before, here or on a replica
@@ -193,7 +171,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
     if not isinstance(options, RolloutRequest):
         raise ApiError(422, "invalid_request", "missing the `request` field (the rollout options as JSON)",
                        "add a `request` form field holding {\"latents\": [...]} or {\"actions\": [...]}")
-    frames, _ = await _clip_of(body, "context", limits, options.frames)
+    frames, _ = await asyncio.to_thread(clip_from, body, "context", options.frames, limits)
     driven = "latents" if options.latents is not None else "actions"
     rows = options.latents if options.latents is not None else options.actions
     assert rows is not None
@@ -213,8 +191,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
         if len(frames) == 1:  # one observation: duplicated into a state, as the planner does
             context = await engine.encode_images(frames, Priority.INTERACTIVE, deadline)
         else:
-            context = await engine.encode(frames[: len(frames) // geo.tubelet * geo.tubelet], Priority.INTERACTIVE,
-                                          deadline)
+            context = await engine.encode(frames[: geo.usable_frames(len(frames))], Priority.INTERACTIVE, deadline)
         if driven == "latents":
             predicted, applied = await rollout_latents(engine, context, values, Priority.INTERACTIVE, deadline), values
         else:
@@ -251,15 +228,6 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
 
 
 # ----------------------------------------------------------------------------- goals and plans
-def goals_of(request: Request) -> ArrayCache:
-    """Goal states by goal id: this process's LRU, shared with every replica through Redis when set."""
-    return request.app.state.goals
-
-
-def latents_of(request: Request) -> ArrayCache:
-    return request.app.state.latents
-
-
 def fresh_wanted(request: Request) -> bool:
     """`Cache-Control: no-cache` asks for a fresh computation (load generators, debugging)."""
     return "no-cache" in request.headers.get("cache-control", "").lower()
@@ -270,15 +238,9 @@ def model_key(engine: Engine) -> str:
     return f"{engine.model.name}/{engine.model.version}/{engine.model.runtime}"
 
 
-def _read_image(data: bytes, what: str, limits: MediaLimits) -> np.ndarray:
-    image = decode_image_bytes(data, limits=limits, what=what)
-    check_image_size(image, limits.size, what)
-    return image
-
-
 async def _image(text: str, what: str, limits: MediaLimits) -> np.ndarray:
     """A base64 image of the model's size -> uint8 `[H, W, 3]` (decoded in a worker thread)."""
-    return await asyncio.to_thread(_read_image, b64decode_field(text, what), what, limits)
+    return await asyncio.to_thread(model_sized_image, b64decode_field(text, what), what, limits)
 
 
 @router.post(
@@ -287,7 +249,7 @@ async def _image(text: str, what: str, limits: MediaLimits) -> np.ndarray:
     openapi_extra=openapi_body(GoalRequest, {"image": "the goal image (PNG or JPEG), the model's size"},
                                raw_types=("image/png", "image/jpeg")),
 )
-async def goals(request: Request, engine: EngineDep, settings: SettingsDep) -> GoalResponse:
+async def goals(request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep) -> GoalResponse:
     """Encode a goal image once and cache its state; POST /v1/plan then takes the returned `goal_id`."""
     t0 = time.perf_counter()
     limits = limits_of(engine, settings)
@@ -295,11 +257,10 @@ async def goals(request: Request, engine: EngineDep, settings: SettingsDep) -> G
     if isinstance(body.options, GoalRequest):
         image = await _image(body.options.image, "image", limits)
     elif "image" in body.files:
-        image = await asyncio.to_thread(_read_image, body.files["image"].data, "image", limits)
+        image = await asyncio.to_thread(model_sized_image, body.files["image"].data, "image", limits)
     else:
         raise ApiError(422, "invalid_request", "no goal image: send {\"image\": base64} or upload `image`")
     key = goal_id(model_key(engine), image)
-    store = goals_of(request)
     t1 = time.perf_counter()
     if await store.get(key) is None:
         state = await cancel_on_disconnect(request, engine.encode_images(image[None], Priority.INTERACTIVE))
@@ -314,9 +275,9 @@ async def goals(request: Request, engine: EngineDep, settings: SettingsDep) -> G
 
 
 @router.delete("/goals/{goal_id}", status_code=204)
-async def delete_goal(goal_id: str, request: Request) -> Response:
+async def delete_goal(goal_id: str, store: GoalsDep) -> Response:
     """Forget a cached goal."""
-    if not await goals_of(request).delete(goal_id):
+    if not await store.delete(goal_id):
         raise ApiError(404, "unknown_goal", f"no goal {goal_id!r} is cached")
     return Response(status_code=204)
 
@@ -328,7 +289,9 @@ def require_json(request: Request) -> None:
 
 
 @router.post("/plan", response_model=PlanResponse, dependencies=[Depends(require_json)])
-async def plan(body: PlanRequest, request: Request, engine: EngineDep, settings: SettingsDep) -> PlanResponse:
+async def plan(
+    body: PlanRequest, request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep, slots: PlanSlotsDep
+) -> PlanResponse:
     """Current observation + goal -> the best real-action sequence found by the planner, its predicted
     cost and where the time went. Runs at the highest priority, for robot control loops."""
     t0 = time.perf_counter()
@@ -340,7 +303,6 @@ async def plan(body: PlanRequest, request: Request, engine: EngineDep, settings:
     bounds = (body.action_low, body.action_high) if body.action_low is not None and body.action_high is not None else None
     cfg = planner_config(body.preset, geo.action_dim, bounds, body.overrides, settings.max_plan_rows)
     observation = await _image(body.observation, "observation", limits)
-    store = goals_of(request)
     goal_state = None
     if body.goal_id is not None:
         goal_state = await store.get(body.goal_id)
@@ -369,7 +331,7 @@ async def plan(body: PlanRequest, request: Request, engine: EngineDep, settings:
         goal = goal_state if goal_state is not None else states[1]
         if goal_state is None:
             await store.put(key, goal)
-        result, parts = await run_plan(engine, request.app.state.plan_slots, cfg, states[0], goal, soft, hard)
+        result, parts = await run_plan(engine, slots, cfg, states[0], goal, soft, hard)
         return result, parts, t2
 
     result, parts, t2 = await cancel_on_disconnect(request, compute())

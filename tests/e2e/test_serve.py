@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,18 +18,13 @@ import numpy as np
 import pytest
 
 from exporters.runtime import load_model
+from service.bench.processes import free_port
 from tests.service_fixtures import API_KEY, TINY_NAME, TINY_VERSION
 from training.data.samples import sample_clips
 from training.data.video import decode_all
 
 LAWM = str(Path(sys.executable).with_name("lawm"))
 CARPHONE = sample_clips()["carphone_pristine"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ import httpx
 import numpy as np
 import pytest
 
+from service.bench.processes import free_port
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 from training.data.samples import sample_clips
 
 pytestmark = pytest.mark.slow  # a server process: imports, load and warm-up take ~10 s on 2 cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.bench.processes import free_port
 from service.jobs.redis_store import RedisJobStore, connect
-from service.media import encode_png_strip
-from service.bench.redis_server import free_port
 from tests.integration.service.conftest import running_app, service_settings
 from training.data.samples import sample_clips
+from training.data.video import encode_png_strip
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.bench.processes import free_port
 from service.inference.cache import ArrayCache, content_key
 from service.jobs.redis_store import connect
-from service.bench.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from service.jobs.redis_store import RedisJobStore, StoreUnavailable, connect
-from service.jobs.store import IdempotencyConflict, JobResult, JobSpec, JobState, JobStore
+from service.errors import answer_for
+from service.jobs.redis_store import RedisJobStore, connect
+from service.jobs.store import IdempotencyConflict, JobResult, JobSpec, JobState, JobStore, StoreUnavailable
 from tests.integration.redis.conftest import store_for
 
 pytestmark = pytest.mark.anyio
@@ -185,13 +186,14 @@ async def test_large_results_go_to_the_shared_folder(redis_server: Any, prefix: 
 
 
 async def test_unreachable_redis_is_store_unavailable(prefix: str) -> None:
-    from service.bench.redis_server import free_port
+    from service.bench.processes import free_port
 
     store = RedisJobStore(connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5), prefix=prefix)
     try:
         with pytest.raises(StoreUnavailable) as err:
             await store.create(spec())
-        assert err.value.status == 503 and err.value.headers == {"Retry-After": "5"}
+        answer = answer_for(err.value)
+        assert answer.status == 503 and answer.headers == {"Retry-After": "5"}
         assert "unreachable" in err.value.message
     finally:
         await store.close()
@@ -200,8 +202,8 @@ async def test_unreachable_redis_is_store_unavailable(prefix: str) -> None:
 async def test_readiness_follows_the_latest_command_across_an_outage(tmp_path: Path, prefix: str) -> None:
     """`/readyz`'s Redis report changes with the first command that finds Redis down or back, without
     waiting for the periodic refresh (whose loop is stopped here to prove it)."""
-    from service.jobs.remote import RemoteJobRunner
     from service.bench.redis_server import RedisServer
+    from service.jobs.remote import RemoteJobRunner
     from tests.integration.redis.conftest import need_redis_server
 
     with RedisServer.start_new(tmp_path / "redis", appendonly=True, binary=need_redis_server()) as server:

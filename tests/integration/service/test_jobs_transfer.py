@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from exporters.repository import CHECKPOINT_DIR
-from service.media import encode_png_strip
 from service.settings import Settings
 from tests.integration.service.conftest import running_app, service_settings
 from tests.integration.service.jobs_support import Gate, until
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 from training.data.samples import sample_clips
+from training.data.video import encode_png_strip
 
 pytestmark = pytest.mark.anyio
 TERMINAL = ("succeeded", "failed", "cancelled")

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from service.startup import _stale, ensure_exported, export_source
 from service.settings import Settings
+from service.startup import _stale, ensure_exported, export_source
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 
 

@@ -23,7 +23,7 @@ from tests.service_fixtures import TINY_NAME, TINY_VERSION
 from tests.unit.service.media_files import png_b64
 from training.data.samples import sample_clips
 from training.data.video import decode_all
-from training.models.world_model import rollout
+from training.models.world_model import autoregressive_rollout
 from training.planning import get_cost, plan, preset
 
 pytestmark = pytest.mark.anyio
@@ -136,7 +136,7 @@ async def test_rollout_of_a_real_clip_with_another_clips_latents(
         video = torch.from_numpy(frames[:16]).permute(0, 3, 1, 2)[None]
         context = torch_model.encode(video)  # [1, 8, N, D]
         context_latents = torch_model.latent_actions(context)
-        expected = rollout(torch_model.world_model, context, context_latents, torch.tensor([applied]))
+        expected = autoregressive_rollout(torch_model.world_model, context, context_latents, torch.tensor([applied]))
     np.testing.assert_allclose(served, expected[0].numpy(), rtol=1e-3, atol=2e-4)
 
     assert body["video_content_type"] == "video/mp4" and body["video_frames"] == 8  # (1 + 3) states x 2 frames

@@ -11,7 +11,7 @@ import struct
 import av
 import numpy as np
 
-from service.media import encode_mp4, encode_png_strip
+from training.data.video import encode_mp4, encode_png_strip
 
 
 def png_b64(image: np.ndarray) -> str:

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from service.auth import ApiKeyMiddleware, key_matches
-from service.inference.batching import DeadlineExceeded, QueueFull
 from service.errors import ApiError, install_error_handlers
+from service.inference.errors import DeadlineExceeded, QueueFull
 from service.middleware import RequestContextMiddleware
 
 KEY = "k" * 24

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.inference.batching import DynamicBatcher, QueueFull
+from service.inference.batching import DynamicBatcher
+from service.inference.errors import QueueFull
 from service.metrics import BATCH_SIZE_BUCKETS, MetricsMiddleware, ServiceMetrics
 
 EXPECTED = {  # family name -> type, as a Prometheus server reads /metrics

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.startup import settings_from
 from service.settings import Settings
+from service.startup import settings_from
 from training.config import ConfigError
 
 KEY_A, KEY_B = "a" * 20, "b" * 20

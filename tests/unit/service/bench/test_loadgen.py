@@ -1,32 +1,14 @@
-"""The open-loop load generator: its Poisson schedule, its statistics, its reading of /metrics, and a
-run against a real uvicorn process serving a tiny app with a real batcher
-(tests/integration/service/loadgen_app.py)."""
+"""The open-loop load generator: its Poisson schedule, its statistics and its reading of /metrics (a
+run against a real server process: tests/integration/service/test_loadgen_server.py)."""
 
 from __future__ import annotations
-
-import asyncio
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.bench.loadgen import (
-    Outcome,
-    RequestSpec,
-    batching_figures,
-    client_for,
-    parse_metrics,
-    poisson_schedule,
-    run_rate,
-    summarize,
-)
+from service.bench.loadgen import Outcome, batching_figures, parse_metrics, poisson_schedule, summarize
 from service.bench.serve import _flat, at_p99_target, saturation
-from service.bench.processes import ServerError, ServerProcess, free_port
 from service.metrics import ServiceMetrics
-
-ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.mark.parametrize(("rate", "duration"), [(5.0, 20.0), (50.0, 10.0), (400.0, 5.0)])
@@ -76,43 +58,6 @@ def test_batching_figures_come_from_real_metric_deltas() -> None:
     assert f["batches"] == 2 and f["mean_batch"] == pytest.approx(6.0)
     assert f["queue_ms"] == pytest.approx(20.0) and f["compute_ms"] == pytest.approx(400.0)
     assert f["busy"] == pytest.approx(0.4)
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "tests.integration.service.loadgen_app:app", "--port", str(port),
-               "--log-level", "warning"]
-    server = ServerProcess(command, port, tmp_path_factory.mktemp("server") / "log.txt", ready_path="/livez")
-    server.env = {"PYTHONPATH": str(ROOT)}
-    with server:
-        yield server
-
-
-def test_open_loop_run_against_a_real_server(tiny_server: ServerProcess) -> None:
-    rate, duration = 40.0, 1.5
-    expected = len(poisson_schedule(rate, duration, seed=7))
-
-    async def go() -> dict:
-        async with client_for(tiny_server.url) as client:
-            return await run_rate(client, RequestSpec("POST", "/v1/double", b"abc"), rate, duration, seed=7)
-
-    cpu_before = tiny_server.cpu_seconds()
-    row = asyncio.run(go())
-    assert tiny_server.cpu_seconds() > cpu_before > 0  # the server's own CPU time, read from /proc
-    assert row["sent"] == expected
-    assert row["rejected_by_status"]["429"] == expected // 4  # every 4th request, exactly
-    assert row["ok"] == expected - expected // 4 and row["errors"] == 0 and row["timeouts"] == 0
-    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
-    assert row["server_timing_ms"] == {"total_s": pytest.approx(1.0)}
-    figures = row["components"]["doubler"]  # the server's batcher, read from its /metrics
-    assert figures["batches"] >= 1 and figures["mean_batch"] * figures["batches"] == pytest.approx(row["ok"])
-
-
-def test_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "import sys; print('cannot start: no model'); sys.exit(3)"]
-    with pytest.raises(ServerError, match=r"exited with 3:\ncannot start: no model"):
-        ServerProcess(command, free_port(), tmp_path / "log.txt").start(timeout_s=30)
 
 
 def _row(rate: float, throughput: float, p99: float | None, rejected: int = 0, errors: int = 0) -> dict:

@@ -1,10 +1,10 @@
-"""The goal cache: content ids, least-recently-used eviction."""
+"""Goal ids: one per model identity and image content (the cache itself: test_cache.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from service.inference.goals import GoalStore, goal_id
+from service.inference.goals import goal_id
 
 
 def test_same_image_same_id_and_models_do_not_share_ids() -> None:
@@ -12,13 +12,3 @@ def test_same_image_same_id_and_models_do_not_share_ids() -> None:
     assert goal_id("demo/1/onnxruntime", image) == goal_id("demo/1/onnxruntime", image.copy())
     assert goal_id("demo/1/onnxruntime", image) != goal_id("demo/2/onnxruntime", image)
     assert goal_id("demo/1/onnxruntime", image) != goal_id("demo/1/onnxruntime", image[::-1].copy())
-
-
-def test_least_recently_used_goal_is_dropped_first() -> None:
-    store = GoalStore(capacity=2)
-    store.put("a", np.zeros(1))
-    store.put("b", np.ones(1))
-    assert store.get("a") is not None  # "a" is now the most recent
-    store.put("c", np.full(1, 2.0))
-    assert "b" not in store and "a" in store and "c" in store and len(store) == 2
-    assert store.delete("a") and not store.delete("a")

@@ -1,17 +1,19 @@
-"""Planner settings of POST /v1/plan: presets chosen by action size, every bad value a 422 naming its field."""
+"""Planner settings of POST /v1/plan: presets chosen by action size, every bad value refused naming its field."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.errors import ApiError
+from service.errors import answer_for
+from service.inference.errors import PlanRejected
 from service.inference.planner import planner_config
 
 
 def refused(code: str, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(PlanRejected) as info:
         planner_config(*args, **kwargs)
-    assert info.value.status == 422 and info.value.code == code
+    answer = answer_for(info.value)
+    assert answer.status == 422 and answer.code == code
     return info.value.message
 
 
