@@ -4,6 +4,9 @@
 #   docker build -t lawm:gpu .                          # CUDA runtime + TensorRT + onnxruntime-gpu (default)
 #   docker build -t lawm:cpu --build-arg VARIANT=cpu .  # CPU only: slim Python, CPU torch, onnxruntime
 #
+# Both install the core and the serve and export extras (pyproject.toml): the build stage exports the
+# demo model, and `lawm serve` exports a model given with LAWM_EXPORT_FROM on its first start.
+#
 # Stages: base-{gpu,cpu} (the OS and Python) -> deps (dependencies only, from pyproject.toml, so a
 # source change does not reinstall them) -> build (the package, and models/demo exported to ONNX)
 # -> runtime (the venv and the app, run as a non-root user). deploy/ runs it with Redis.
@@ -22,13 +25,13 @@ RUN apt-get update \
 ENV LAWM_DEVICE=cuda \
     TORCH_SPEC="torch==2.13.0" \
     TORCH_INDEX="https://pypi.org/simple" \
-    EXTRAS="tensorrt"
+    EXTRAS="serve,export,tensorrt"
 
 FROM ${PYTHON_IMAGE} AS base-cpu
 ENV LAWM_DEVICE=cpu \
     TORCH_SPEC="torch==2.13.0" \
     TORCH_INDEX="https://download.pytorch.org/whl/cpu" \
-    EXTRAS=""
+    EXTRAS="serve,export"
 
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS base
@@ -54,7 +57,7 @@ open('requirements.txt', 'w').write('\n'.join(deps) + '\n')"
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}" \
     && pip install -r requirements.txt \
-    && if [ -n "${EXTRAS}" ]; then pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.18"; fi
+    && if [[ ",${EXTRAS}," == *,tensorrt,* ]]; then pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.18"; fi
 
 # ----------------------------------------------------------------------------- the package
 FROM deps AS build

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[dev]" "$(TORCH)"
+	$(PIP) install --quiet -e ".[serve,export,dev]" "$(TORCH)"
 	touch $(STAMP)
 
 setup: $(STAMP)
