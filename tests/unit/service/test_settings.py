@@ -43,3 +43,24 @@ def test_cli_flags_win_and_bad_values_name_the_flag_and_variable(monkeypatch: py
     assert settings_from({"port": 9100, "host": None}).port == 9100
     with pytest.raises(ConfigError, match=r"max_batch_size \(--max-batch-size or LAWM_MAX_BATCH_SIZE\)"):
         settings_from({"max_batch_size": 0})
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_option_help_shows_the_settings_own_defaults(command: str) -> None:
+    """The defaults a `lawm serve|worker --help` names are read from `Settings`, never copied."""
+    import re
+
+    import typer
+
+    from service.cli import app
+
+    fields = {"port": "worker_port" if command == "worker" else "port", "concurrency": "worker_concurrency"}
+    shown = {}
+    for param in typer.main.get_command(app).commands[command].params:  # type: ignore[attr-defined]
+        found = re.search(r"\(default: ([^)]*)\)", getattr(param, "help", None) or "")
+        if found:
+            shown[fields.get(param.name, param.name)] = found.group(1)
+    assert {"repo", "model", "runtime", "device", "host"} <= set(shown)
+    for field, text in shown.items():
+        default = Settings.model_fields[field].default
+        assert text.startswith(str(default)), (field, text, default)
