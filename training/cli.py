@@ -61,34 +61,28 @@ def _train_stage(
     console.print(f"checkpoint: {path}")
 
 
-@train_app.command("encoder")
-@friendly_errors
-def train_encoder(
-    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
-    finetune: FinetuneOpt = False, verbose: bool = False,
-) -> None:
-    """The tiny encoder, with its decoder (skipped for a frozen V-JEPA 2 encoder)."""
-    _train_stage("encoder", config, overrides, init, resume, finetune, verbose)
+STAGES = {
+    "encoder": "The tiny encoder, with its decoder (skipped for a frozen V-JEPA 2 encoder).",
+    "lam": "The latent action model: IDM + world model + regularizer on the frozen encoder's states.",
+    "decoder": "The pixel decoder on the frozen encoder's states (renders and pixel metrics only).",
+}
 
 
-@train_app.command("lam")
-@friendly_errors
-def train_lam(
-    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
-    finetune: FinetuneOpt = False, verbose: bool = False,
-) -> None:
-    """The latent action model: IDM + world model + regularizer on the frozen encoder's states."""
-    _train_stage("lam", config, overrides, init, resume, finetune, verbose)
+def _stage_command(stage: str) -> None:
+    """`lawm train STAGE [--config C] [OVERRIDES...]` for one stage trained from a config."""
+
+    def command(
+        config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
+        finetune: FinetuneOpt = False, verbose: bool = False,
+    ) -> None:
+        _train_stage(stage, config, overrides, init, resume, finetune, verbose)
+
+    command.__doc__ = STAGES[stage]
+    train_app.command(stage)(friendly_errors(command))
 
 
-@train_app.command("decoder")
-@friendly_errors
-def train_decoder(
-    config: ConfigOpt = "demo", overrides: OverridesArg = None, init: InitOpt = None, resume: ResumeOpt = True,
-    finetune: FinetuneOpt = False, verbose: bool = False,
-) -> None:
-    """The pixel decoder on the frozen encoder's states (renders and pixel metrics only)."""
-    _train_stage("decoder", config, overrides, init, resume, finetune, verbose)
+for _stage in STAGES:
+    _stage_command(_stage)
 
 
 @train_app.command("controller")
