@@ -73,6 +73,10 @@ class DecoderConfig(Strict):
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    # linear: one token -> its own patch of pixels (flat blocks at token borders);
+    # conv: pixel-shuffle upsampling with 3x3 convolutions across token borders (no block artefacts)
+    head: Literal["linear", "conv"] = "linear"
+    head_channels: int = 64  # conv head: channels after the first upsampling (halved at each later one)
 
 
 class RegularizerConfig(Strict):
@@ -160,6 +164,9 @@ class StageConfig(Strict):
     # latents already vary with the motion; the world model first learns to read them, and only then
     # does the IDM get a gradient that rewards carrying information (otherwise z collapses early).
     idm_warmup: float = 0.0
+    # Encoder stage: weight of the temporal ranking of state distances within each clip (states
+    # further apart in time must lie further apart), which makes the states a planning cost.
+    ranking_weight: float = 0.0
 
 
 class TrainConfig(Strict):
