@@ -31,9 +31,9 @@ from training.config import RunConfig, StageConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
 from training.models.encoder import to_unit_float
-from training.models.temporal_metric import temporal_ranking_loss
 from training.models.lam import LatentActionModel
 from training.models.regularizers import VectorQuantizer
+from training.models.temporal_metric import temporal_ranking_loss
 from training.optim import build_optimizers, lr_factor, set_lr
 
 log = logging.getLogger("lawm.train")
