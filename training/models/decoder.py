@@ -28,7 +28,7 @@ class ConvPixelHead(nn.Module):
         c_in, c = dim, channels
         for _ in range(patch.bit_length() - 1):
             layers += [nn.Conv2d(c_in, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.GELU()]
-            c_in, c = c, max(c // 2, 16)
+            c_in, c = c, max(c // 2, 8)
         layers.append(nn.Conv2d(c_in, tubelet * 3, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
