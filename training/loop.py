@@ -33,6 +33,7 @@ from training.data.dataset import VideoClipDataset
 from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel
 from training.models.regularizers import VectorQuantizer
+from training.models.temporal_metric import temporal_ranking_loss
 from training.optim import build_optimizers, lr_factor, set_lr
 
 log = logging.getLogger("lawm.train")
@@ -57,11 +58,20 @@ def stage_dir(cfg: RunConfig, stage: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- losses
-def encoder_stage_loss(model: LatentActionModel, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Autoencoder loss for the tiny encoder: L1 between decoded and input pixels."""
-    reconstruction = model.decoder(model.encoder(video))  # [B, T, 3, H, W]
-    loss = F.l1_loss(reconstruction, to_unit_float(video))
-    return loss, {"pixel_l1": loss.item()}
+def encoder_stage_loss(
+    model: LatentActionModel, video: torch.Tensor, ranking_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Tiny encoder: L1 between decoded and input pixels, plus (when weighted) the temporal ranking
+    of state distances that makes them a planning cost (training/models/temporal_metric.py)."""
+    states = model.encoder(video)  # [B, S, N, D]
+    reconstruction = model.decoder(states)  # [B, T, 3, H, W]
+    pixel_l1 = F.l1_loss(reconstruction, to_unit_float(video))
+    stats = {"pixel_l1": pixel_l1.item()}
+    if ranking_weight <= 0:
+        return pixel_l1, stats
+    ranking, accuracy = temporal_ranking_loss(states)
+    stats.update(ranking=ranking.item(), ranking_accuracy=accuracy.item())
+    return pixel_l1 + ranking_weight * ranking, stats
 
 
 def lam_stage_loss(
@@ -102,10 +112,13 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model, self.stage = model, stage
         self.regularizer_weight = 1.0  # L_z's weight in the LAM stage, set by the loop each step
+        self.ranking_weight = 0.0  # the temporal ranking's weight in the encoder stage
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
             return lam_stage_loss(self.model, video, self.regularizer_weight)
+        if self.stage == "encoder":
+            return encoder_stage_loss(self.model, video, self.ranking_weight)
         return LOSSES[self.stage](self.model, video)
 
 
@@ -262,6 +275,7 @@ def run_stage(
         log.info("resuming %s from step %d", stage, start)
 
     loss_module = _LossModule(model, stage)
+    loss_module.ranking_weight = stage_cfg.ranking_weight
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)

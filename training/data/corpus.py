@@ -8,6 +8,8 @@ Besides folders, globs, JSONL manifests and tar shards, two names are understood
   `bikes` is shorter than a 16-frame training clip.
 - `generated`: the procedural in-the-wild corpus, written once (deterministically) to
   `data.generated_dir` and reused afterwards.
+- `environments`: unlabelled video of the navigation and manipulation worlds (no actions kept),
+  written once to `data.env_dir/<env>/` and reused afterwards.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ def generated_corpus(cfg: DataConfig, seed: int = 0) -> Path:
     log.info("writing %d generated clips to %s", cfg.generated_clips, out)
     generate_corpus(out, cfg.generated_clips, GeneratorConfig(), seed=seed)
     return manifest
+
+
+# Seeds of the environment video: far from the evaluation's episode seeds (0.., 100_000..).
+ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}
+
+
+def environment_corpus(cfg: DataConfig) -> list[Path]:
+    """Folders of unlabelled environment video, one per world, writing any that is missing or short."""
+    from training.envs.episodes import write_unlabelled_videos  # the simulators load only when asked for
+
+    folders = []
+    for env, seed in ENV_VIDEO_SEEDS.items():
+        folder = Path(cfg.env_dir) / env
+        if len(list(folder.glob(f"{env}_*.mp4"))) < cfg.env_episodes:
+            log.info("writing %d episodes of %s video to %s", cfg.env_episodes, env, folder)
+            write_unlabelled_videos(folder, env, cfg.env_episodes, cfg.env_steps, seed, image_size=cfg.size)
+        folders.append(folder)
+    return folders
 
 
 HELDOUT_WHOLE = ("carphone_pristine",)  # never trained on
@@ -72,6 +92,10 @@ def build_refs(cfg: DataConfig, split: Split = "train", seed: int = 0) -> list[V
         elif source == "generated":
             if split == "train":
                 refs += resolve_sources(generated_corpus(cfg, seed))
+        elif source == "environments":
+            if split == "train":
+                for folder in environment_corpus(cfg):
+                    refs += resolve_sources(str(folder))
         elif split == "train":
             refs += resolve_sources(source)
     return refs

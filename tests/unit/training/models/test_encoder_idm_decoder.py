@@ -113,3 +113,26 @@ def test_decoder_is_frame_causal_and_outputs_pixels() -> None:
     changed = states.clone()
     changed[:, 3] += 1
     assert torch.allclose(decoder(changed)[:, :6], video[:, :6], atol=1e-6)
+
+
+def test_conv_decoder_head_is_frame_causal_and_crosses_token_borders() -> None:
+    torch.manual_seed(0)
+    cfg = DecoderConfig(dim=32, depth=1, heads=2, head="conv", head_channels=16)
+    decoder = FrameCausalDecoder(cfg, state_dim=16, grid=2, patch=4, tubelet=2, max_steps=8).eval()
+    states = torch.randn(1, 3, 4, 16, requires_grad=True)  # [B, S, N=2x2, D]
+    video = decoder(states)
+    assert video.shape == (1, 6, 3, 8, 8) and video.min() >= 0 and video.max() <= 1
+    # frame causality: a change at step 2 leaves the frames of steps 0 and 1 alone
+    changed = states.detach().clone()
+    changed[:, 2] = torch.randn(4, 16)
+    assert torch.allclose(decoder(changed)[:, :4], video[:, :4].detach(), atol=1e-6)
+    # the pixel just left of the border between tokens (0, 0) and (0, 1) depends on both tokens:
+    # the linear head would give it a gradient from token (0, 0) only (hence the block edges)
+    video[0, 0, :, 1, 3].sum().backward()
+    per_token = states.grad[0, 0].abs().sum(-1)  # [N]
+    assert per_token[0] > 0 and per_token[1] > 0
+    assert states.grad[0, 1:].abs().sum() == 0  # later steps never reach an earlier frame
+
+
+def test_linear_decoder_head_is_the_default() -> None:
+    assert DecoderConfig().head == "linear"  # checkpoints saved before the conv head still load
