@@ -97,7 +97,7 @@ class WorldModelStepGraph(nn.Module):
         self.world_model = model.world_model
 
     def forward(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        return self.world_model.step(states[:, None], latents[:, None])  # [B, N, D], [B, Z] -> [B, N, D]
+        return self.world_model.next_state(states[:, None], latents[:, None])  # [B, N, D], [B, Z] -> [B, N, D]
 
 
 class DecoderGraph(nn.Module):

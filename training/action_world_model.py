@@ -60,6 +60,6 @@ def action_step(wm: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.
 
     @torch.no_grad()
     def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return wm.step(states[:, None], actions[:, None])
+        return wm.next_state(states[:, None], actions[:, None])
 
     return step

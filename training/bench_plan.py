@@ -36,11 +36,11 @@ def offline_world_model_calls_per_s(model: LatentActionModel, batch: int, repeat
     """World-model single steps per second at `batch` rows, with nothing else around them."""
     n, d, z = model.encoder.tokens, model.encoder.dim, model.latent_dim
     states, latents = torch.randn(batch, 1, n, d), torch.randn(batch, 1, z)
-    model.world_model.step(states, latents)  # warm-up
+    model.world_model.next_state(states, latents)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model.world_model.step(states, latents)
+        model.world_model.next_state(states, latents)
         times.append(time.perf_counter() - t0)
     return 1.0 / statistics.median(times)
 
@@ -51,7 +51,7 @@ def bench_plan(model: LatentActionModel, env: str, plans: int = 3, seed: int = 0
     cfg = preset(PRESET_FOR_ENV[env], seed=seed)
     totals = {"encoder": 0.0, "controller": 0.0, "world_model": 0.0}
     timed_controller = _Timed(controller, totals, "controller")
-    timed_wm = _Timed(model.world_model.step, totals, "world_model")
+    timed_wm = _Timed(model.world_model.next_state, totals, "world_model")
 
     def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return timed_wm(states[:, None], timed_controller(actions[:, None], states[:, None]))

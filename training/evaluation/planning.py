@@ -41,7 +41,7 @@ def latent_step(model: LatentActionModel, controller: torch.nn.Module) -> Step:
                 f"give action_low/action_high {action_dim} entries each"
             )
         latents = controller(actions[:, None], states[:, None])  # [B, 1, Z]
-        return model.world_model.step(states[:, None], latents)  # [B, N, D]
+        return model.world_model.next_state(states[:, None], latents)  # [B, N, D]
 
     return step
 
@@ -137,7 +137,7 @@ def controller_rollouts(model: LatentActionModel, controller: torch.nn.Module, d
     current, predicted = states[:, 0], []
     for t in range(actions.shape[1]):
         z = controller(actions[:, t : t + 1], current[:, None])  # [E, 1, Z]
-        current = model.world_model.step(current[:, None], z)
+        current = model.world_model.next_state(current[:, None], z)
         predicted.append(current)
     ctrl = torch.stack(predicted, dim=1)
     truth = states[:, 1:]

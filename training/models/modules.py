@@ -103,6 +103,31 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, Dh]
         return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
+    def forward_cached(
+        self,
+        x: torch.Tensor,  # [B, L, D] the new tokens only
+        past_k: torch.Tensor | None,  # [B, H, P, Dh] keys of earlier tokens, RoPE already applied
+        past_v: torch.Tensor | None,  # [B, H, P, Dh]
+        mask: torch.Tensor | None = None,  # [L, P+L] bool over past and new tokens, True = may attend
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin [L, Dh] at the new tokens' positions
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention of new tokens over earlier tokens' cached keys/values and their own.
+
+        Returns (output [B, L, D], keys [B, H, P+L, Dh], values [B, H, P+L, Dh]): the cache extended
+        by the new tokens. Keys are cached after RoPE, so a token's rotation is fixed by the position
+        it was computed at, exactly as in the uncached `forward`."""
+        b, length, dim = x.shape
+        qkv = self.qkv(x).reshape(b, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, Dh]
+        if rope is not None and self.rope_axes:
+            q = apply_rope(q, *rope, axes=self.rope_axes)
+            k = apply_rope(k, *rope, axes=self.rope_axes)
+        if past_k is not None and past_v is not None:
+            k = torch.cat([past_k, k], dim=2)  # [B, H, P+L, Dh]
+            v = torch.cat([past_v, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, Dh]
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim)), k, v
+
 
 class CrossAttention(nn.Module):
     """Queries attend to a separate context sequence (used by the IDM pooler and the controller)."""
