@@ -267,6 +267,7 @@ def eval_planning(
     episodes: Annotated[int, typer.Option(help="held-out episodes")] = 16,
     seed: int = 0,
     planner: Annotated[list[str] | None, typer.Option(help="planner setting KEY=VALUE over the preset, e.g. init_std=0.1 (repeatable)")] = None,
+    context: Annotated[list[str] | None, typer.Option(help="world-model context: full or one-frame; repeat to compare both in one run")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
@@ -284,12 +285,15 @@ def eval_planning(
             raise typer.BadParameter(f"--planner takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     try:
-        result = run_planning_suite(load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed), **settings)
+        result = run_planning_suite(
+            load_model(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed),
+            contexts=tuple(context) if context else None, **settings,
+        )
     except ValueError as e:  # a planner setting out of range: PlannerConfig names the field
         raise typer.BadParameter(str(e)) from None
     result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
         f" --planner {item}" for item in planner or []
-    )
+    ) + "".join(f" --context {c}" for c in context or [])
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 

@@ -1,8 +1,9 @@
 """Backend-agnostic planning over real actions: CEM and MPPI through a world model `step` callable.
 
 The planner never imports the models: callers pass `step(states [B, ...], actions [B, A]) ->
-states [B, ...]` (world model with the controller composed in, on torch, onnxruntime or TensorRT)
-and `cost_fn(final_states [B, ...], goal [...]) -> [B]`. One batched `step` call per horizon step
+states [B, ...]` (world model with the controller composed in, on torch, onnxruntime or TensorRT),
+or a `ContextStep` that keeps each candidate's context (`cfg.context` says which the caller should
+build), and `cost_fn(final_states [B, ...], goal [...]) -> [B]`. One batched `step` call per horizon step
 carries every candidate of an iteration.
 
     cfg = preset("droid", seed=3)
@@ -18,10 +19,20 @@ from training.planning.cem import cem_update, plan_cem
 from training.planning.config import PRESETS, PlannerConfig, preset
 from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
 from training.planning.mppi import mppi_update, plan_mppi
-from training.planning.rollout import CostFn, Plan, StepFn, check_inputs, evaluate, rollout, search
+from training.planning.rollout import (
+    ContextStep,
+    CostFn,
+    Plan,
+    StepFn,
+    check_inputs,
+    evaluate,
+    rollout,
+    search,
+)
 
 __all__ = [
     "PRESETS",
+    "ContextStep",
     "CostFn",
     "Plan",
     "PlannerConfig",
@@ -43,7 +54,7 @@ __all__ = [
 
 
 def plan(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     initial_state: Tensor,
     goal: Tensor,
