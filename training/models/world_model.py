@@ -16,7 +16,7 @@ cache is two plain tensors, so it exports (ONNX past/present key-values, `export
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -72,14 +72,16 @@ class FrameAdaLNBlock(nn.Module):
         past_v: torch.Tensor | None,  # [B, H, P*N, Dh]
         mask: torch.Tensor | None,  # [T*N, (P+T)*N], or None when every new token may see every token
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin [T*N, Dh] at the new frames' positions
+        buffers: tuple[torch.Tensor, torch.Tensor] | None = None,  # k, v [B, H, C, Dh] to append into
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`forward` for new frames after cached ones, with the same operations in the same order;
-        also returns this block's keys/values extended by the new frames `[B, H, (P+T)*N, Dh]`."""
+        also returns this block's keys/values extended by the new frames `[B, H, (P+T)*N, Dh]`
+        (views of `buffers` when given, see `Attention.forward_cached`)."""
         b, t, n, d = x.shape
         mods = self.modulation(cond)[:, :, None, :]  # [B, T, 1, 6D]
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods.chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift_a, scale_a).reshape(b, t * n, d)
-        out, k, v = self.attn.forward_cached(h, past_k, past_v, mask, rope)
+        out, k, v = self.attn.forward_cached(h, past_k, past_v, mask, rope, buffers)
         x = x + gate_a * out.reshape(b, t, n, d)
         h = modulate(self.norm2(x), shift_m, scale_m)
         return x + gate_m * self.mlp(h), k, v
@@ -161,14 +163,25 @@ class WorldModel(nn.Module):
         action to apply) -> the next state ŝ_T `[B, N, D]`. Runs the whole context again."""
         return self(states, latents)[:, -1]
 
+    def empty_cache(self, batch: int, frames: int, like: torch.Tensor) -> KVCache:
+        """An uninitialised cache with room for `frames` frames (dtype and device of `like`), for
+        `extend(..., buffer=)` to write into."""
+        shape = self.cache_shape(batch, frames)
+        return KVCache(like.new_empty(shape), like.new_empty(shape))
+
     def extend(
-        self, cache: KVCache | None, states: torch.Tensor, latents: torch.Tensor
+        self, cache: KVCache | None, states: torch.Tensor, latents: torch.Tensor, *, buffer: KVCache | None = None
     ) -> tuple[torch.Tensor, KVCache]:
         """`forward` on (cached frames + new frames), computing only the new frames.
 
         states `[B, T, N, D]`, latents `[B, T, Z]` -> (predictions `[B, T, N, D]`, output t being the
         prediction after new frame t; the cache extended by the T frames). The new frames take the
-        time indices P..P+T-1 (P cached frames) in RoPE, as they would in the whole context."""
+        time indices P..P+T-1 (P cached frames) in RoPE, as they would in the whole context.
+
+        By default the extended cache is new tensors (the past is copied once: a pure function, as
+        exported). With `buffer` (room for P+T frames, its first P frames being `cache`), the new
+        frames are written into it in place and the result is a view of it: nothing is copied, but
+        any other cache viewing the same frames of `buffer` is overwritten."""
         t, n = states.shape[1], states.shape[2]
         past = 0 if cache is None else cache.keys.shape[3] // n
         if past + t > self.cfg.max_steps:
@@ -176,6 +189,8 @@ class WorldModel(nn.Module):
                 f"context of {past + t} steps exceeds world_model.max_steps={self.cfg.max_steps}; "
                 "slide the window (world_model.advance does)"
             )
+        if buffer is not None and buffer.keys.shape[3] < (past + t) * n:
+            raise ValueError(f"the buffer holds {buffer.keys.shape[3] // n} frames; {past + t} needed")
         start, length = past * n, t * n
         rope = (self.rope_cos[start : start + length], self.rope_sin[start : start + length])  # [T*N, Dh]
         # One new frame may see every cached token and its own: no mask. Several new frames are
@@ -186,11 +201,15 @@ class WorldModel(nn.Module):
         for i, block in enumerate(self.blocks):
             past_k = None if cache is None else cache.keys[:, i]  # [B, H, P*N, Dh]
             past_v = None if cache is None else cache.values[:, i]
-            x, k, v = block.forward_cached(x, latents, past_k, past_v, mask, rope)
+            buffers = None if buffer is None else (buffer.keys[:, i], buffer.values[:, i])
+            x, k, v = block.forward_cached(x, latents, past_k, past_v, mask, rope, buffers)
             keys.append(k)
             values.append(v)
         shift, scale = self.final_modulation(latents)[:, :, None, :].chunk(2, dim=-1)
         predictions = states + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
+        if buffer is not None:
+            end = start + length
+            return predictions, KVCache(buffer.keys[:, :, :, :end], buffer.values[:, :, :, :end])
         return predictions, KVCache(torch.stack(keys, dim=1), torch.stack(values, dim=1))
 
     def prefill(self, states: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
@@ -220,16 +239,37 @@ class WorldModel(nn.Module):
 class RolloutContext:
     """What a cached rollout carries from step to step: the cache and the frames in it.
 
-    `states` `[B, N, D]` and `latents` `[B, Z]` of the cached frames are kept (as references, not
-    copies) so the window can slide once it holds `max_steps` frames (see `advance`)."""
+    `cache` views the first `frames` frames of `buffer`, which has room for more: a step writes the
+    new frame after them in place instead of copying the whole cache (the copy cost as much as the
+    step's compute on a CPU). `tip` (shared by every context of one buffer) is how many frames
+    have been written into the buffer: a context whose frames end below the tip was already
+    advanced, so advancing it again (branching) copies its frames to a buffer of its own first.
+    `states` `[B, N, D]` and `latents` `[B, Z]` of the cached frames are kept (as references) so
+    the window can slide once it holds `max_steps` frames (see `advance`)."""
 
     cache: KVCache
     states: tuple[torch.Tensor, ...]
     latents: tuple[torch.Tensor, ...]
+    buffer: KVCache
+    tip: list[int] = field(compare=False)
 
     @property
     def frames(self) -> int:
         return len(self.states)
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer.keys.shape[3] // (self.cache.keys.shape[3] // self.frames)
+
+
+def _prefill_context(
+    model: WorldModel, states: torch.Tensor, latents: torch.Tensor, room: int
+) -> tuple[torch.Tensor, RolloutContext]:
+    """Prefill `states` `[B, T, N, D]` / `latents` `[B, T, Z]` into a buffer with `room` more frames."""
+    t = states.shape[1]
+    buffer = model.empty_cache(states.shape[0], min(model.cfg.max_steps, t + room), states)
+    predictions, cache = model.extend(None, states, latents, buffer=buffer)
+    return predictions[:, -1], RolloutContext(cache, tuple(states.unbind(1)), tuple(latents.unbind(1)), buffer, [t])
 
 
 def advance(
@@ -242,19 +282,27 @@ def advance(
     with `state` added (`context=None` starts from `state` alone).
 
     Matches the uncached rollout exactly, window included. While the frames fit in `max_steps`
-    this is one cached step. Once the window is full it slides: the oldest frame leaves, which
+    this is one cached step, appending to the context's buffer (grown by doubling, so copies stay
+    amortised O(1) per step). Once the window is full it slides: the oldest frame leaves, which
     changes every remaining frame's keys and values (they attended to it), so the window is
     prefilled afresh and a step then costs as much as an uncached one."""
     if context is None:
-        nxt, cache = model.prefill(state[:, None], latent[:, None])
-        return nxt, RolloutContext(cache, (state,), (latent,))
+        return _prefill_context(model, state[:, None], latent[:, None], room=1)
     states, latents = (*context.states, state), (*context.latents, latent)
-    if context.frames < model.cfg.max_steps:
-        nxt, cache = model.step(context.cache, state, latent)
-    else:
-        states, latents = states[1:], latents[1:]
-        nxt, cache = model.prefill(torch.stack(states, dim=1), torch.stack(latents, dim=1))
-    return nxt, RolloutContext(cache, states, latents)
+    if context.frames >= model.cfg.max_steps:
+        return _prefill_context(model, torch.stack(states[1:], dim=1), torch.stack(latents[1:], dim=1), room=0)
+    buffer, tip, cache = context.buffer, context.tip, context.cache
+    if tip[0] != context.frames or context.capacity <= context.frames:
+        # branching from an advanced context, or a full buffer: frames to a buffer of their own
+        room = min(model.cfg.max_steps, max(2 * context.frames, context.frames + 1))
+        buffer = model.empty_cache(state.shape[0], room, state)
+        end = cache.keys.shape[3]
+        buffer.keys[:, :, :, :end] = cache.keys
+        buffer.values[:, :, :, :end] = cache.values
+        tip = [context.frames]
+    predictions, cache = model.extend(cache, state[:, None], latent[:, None], buffer=buffer)
+    tip[0] = context.frames + 1
+    return predictions[:, 0], RolloutContext(cache, states, latents, buffer, tip)
 
 
 def start_context(
@@ -268,8 +316,7 @@ def start_context(
     window = model.cfg.max_steps
     latents = torch.cat([context_latents, action[:, None]], dim=1)[:, -window:]  # [B, T, Z]
     states = context[:, -window:]  # [B, T, N, D]
-    nxt, cache = model.prefill(states, latents)
-    return nxt, RolloutContext(cache, tuple(states.unbind(1)), tuple(latents.unbind(1)))
+    return _prefill_context(model, states, latents, room=states.shape[1])
 
 
 def rollout(

@@ -153,3 +153,27 @@ def test_cache_rows_can_be_selected_and_the_window_checked() -> None:
         nxt, ctx = advance(model, ctx, nxt, latents[:, t % MAX_STEPS])
     assert ctx.frames == MAX_STEPS and ctx.cache.frames(N) == MAX_STEPS
     assert isinstance(ctx.cache, KVCache)
+
+
+@torch.no_grad()
+def test_advancing_one_context_twice_branches_without_overwriting_the_other_branch() -> None:
+    """`advance` appends into a shared buffer in place; a second continuation of the same context
+    must get a buffer of its own rather than overwrite the first continuation's frame."""
+    model = random_model(4)
+    states, latents = inputs(4, 2, 4)
+    _, ctx = advance(model, None, states[:, 0], latents[:, 0])
+    _, ctx = advance(model, ctx, states[:, 1], latents[:, 1])  # 2 frames in a buffer of 2: next grows it
+    _, ctx = advance(model, ctx, states[:, 2], latents[:, 2])  # in a buffer of 4 with room for 1 more
+    first, first_ctx = advance(model, ctx, states[:, 3], latents[:, 3])
+    kept = first_ctx.cache.keys.clone()
+    second, second_ctx = advance(model, ctx, states[:, 3], latents[:, 3] + 1.0)  # branch from the same context
+    assert torch.equal(first_ctx.cache.keys, kept)  # untouched by the branch
+    assert second_ctx.buffer.keys.data_ptr() != first_ctx.buffer.keys.data_ptr()
+    expected = model(states, latents)[:, -1]
+    assert max_err(first, expected) <= TOL and max_err(second, expected) > 1e-3
+    # each continues correctly: one more step from either matches the uncached model
+    more = torch.randn(2, Z)
+    for branch, z3 in ((first_ctx, latents[:, 3]), (second_ctx, latents[:, 3] + 1.0)):
+        nxt, _ = advance(model, branch, states[:, 0], more)
+        ref = model(torch.cat([states, states[:, :1]], 1), torch.cat([latents[:, :3], z3[:, None], more[:, None]], 1))
+        assert max_err(nxt, ref[:, -1]) <= TOL
