@@ -49,6 +49,7 @@ class ParityCase:
     bound: float
     passed: bool
     torch_fp32_err: float | None = None  # torch float32 vs the same reference, for comparison
+    output: str | None = None  # which output, for components with several (the key/value ones)
 
 
 def output_scale(reference: np.ndarray) -> float:
@@ -76,6 +77,8 @@ class RealInputs:
             self.latents = build_graph(model, "idm")(self.states)  # [C, S-1, Z]
         self.action_dim = None if model.controller is None else int(model.controller.cfg.action_dim)
         self.gen = torch.Generator().manual_seed(seed)
+        self.world_model = model.world_model
+        self._cache: Any = None
 
     @property
     def steps(self) -> int:
@@ -98,10 +101,31 @@ class RealInputs:
             assert self.action_dim is not None
             actions = torch.rand(batch, self.action_dim, generator=self.gen) * 2 - 1
             return {"actions": actions, "states": tile(pairs_s)}
+        if name == "world_model_prefill":
+            return {"states": tile(self.states[:, :-1]), "latents": tile(self.latents)}
+        if name == "world_model_kv_step":
+            # the real cache of the first S-2 states, then the next real state and its latent
+            past = self.steps - 2
+            return {
+                "states": tile(self.states[:, past]), "latents": tile(self.latents[:, past]),
+                "past_keys": tile(self.cache.keys), "past_values": tile(self.cache.values),
+            }
         raise KeyError(name)
 
+    @property
+    def cache(self) -> Any:
+        """The torch model's key/value cache of every clip's first S-2 states (float32)."""
+        if self._cache is None:
+            with torch.inference_mode():
+                past = self.steps - 2
+                _, self._cache = self.world_model.prefill(self.states[:, :past], self.latents[:, :past])
+        return self._cache
+
     def steps_of(self, name: str) -> int | None:
-        return {"encoder": self.steps, "idm": self.steps, "decoder": self.steps, "world_model": self.steps - 1}.get(name)
+        return {
+            "encoder": self.steps, "idm": self.steps, "decoder": self.steps, "world_model": self.steps - 1,
+            "world_model_prefill": self.steps - 1, "world_model_kv_step": self.steps - 2,
+        }.get(name)
 
 
 def check_components(
@@ -137,14 +161,17 @@ def check_components(
                 inputs = real.for_component(name, batch)
             ordered = [inputs[s.name].to(device) for s in candidate.inputs]
             with torch.inference_mode():
-                expected = reference(*(x.double() for x in ordered)).cpu().numpy()
-                torch_fp32 = fp32(*ordered).double().cpu().numpy()
-            got = candidate.run({k: v.numpy() for k, v in inputs.items()})[candidate.outputs[0].name]
-            case = compare(name, kind, batch, t, expected, got, tol)
-            case.torch_fp32_err = float(np.abs(torch_fp32 - expected).max())
-            cases.append(case)
-            if progress is not None:
-                progress(case)
+                expected = _outputs(reference(*(x.double() for x in ordered)))
+                torch_fp32 = _outputs(fp32(*ordered))
+            got = candidate.run({k: v.numpy() for k, v in inputs.items()})
+            # every output: the key/value components' caches must match as well as their predictions
+            for i, spec in enumerate(candidate.outputs):
+                case = compare(name, kind, batch, t, expected[i], got[spec.name], tol)
+                case.output = spec.name if len(candidate.outputs) > 1 else None
+                case.torch_fp32_err = float(np.abs(torch_fp32[i] - expected[i]).max())
+                cases.append(case)
+                if progress is not None:
+                    progress(case)
     return {
         "precision": precision,
         "tolerance": tol,
@@ -158,9 +185,15 @@ def check_components(
     }
 
 
+def _outputs(out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """A graph's output(s) as float64 numpy arrays, in the outputs' order."""
+    return [o.double().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
 def failures(report: dict[str, Any]) -> list[str]:
     return [
-        f"{c['component']} ({c['inputs']}, batch {c['batch']}): max|err| {c['max_abs_err']:.3g} > {c['bound']:.3g}"
+        f"{c['component']}{'.' + c['output'] if c.get('output') else ''} ({c['inputs']}, batch {c['batch']}): "
+        f"max|err| {c['max_abs_err']:.3g} > {c['bound']:.3g}"
         for c in report["cases"]
         if not c["passed"]
     ]

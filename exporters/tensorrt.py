@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.components import Profile, TensorSpec, check_inputs, spec_shape
+from exporters.components import Profile, TensorSpec, check_inputs, profile_shapes
 from exporters.errors import EngineMismatchError, ExportError, RepositoryError, RuntimeUnavailable
 from training.config import ModelConfig
 
@@ -72,8 +72,7 @@ def _logger(trt: Any) -> Any:
 
 
 def _profile_shapes(spec: TensorSpec, profile: Profile, cfg: ModelConfig) -> tuple[tuple[int, ...], ...]:
-    times = profile.time or (1, 1, 1)
-    return tuple(spec_shape(spec, b, t, cfg) for b, t in zip(profile.batch, times, strict=True))
+    return profile_shapes(spec, profile, cfg)  # every input, the key/value caches' token axes included
 
 
 def build_engine(
