@@ -260,3 +260,23 @@ def test_bench_export_times_both_runtimes_side_by_side(exported: tuple[Path, str
         assert row["ort_vs_torch"] == pytest.approx(row["onnxruntime_rows_s"] / row["torch_rows_s"])
     assert result["rows"][0]["steps"] == 4 and result["rows"][2]["steps"] is None
     assert "not timed" in result["verdict"] and "sha256" in result["checkpoint"]
+
+
+def test_bench_rollout_times_cached_and_rerun_rollouts_and_plans_side_by_side(exported: tuple[Path, str]) -> None:
+    from exporters.bench_rollout import bench_rollout
+    from training.reports import render_section
+
+    result = bench_rollout(repo=exported[0], name="tiny", context=3, steps=3, batches=(1, 2), repeats=1, plans=1)
+    assert [(r["runtime"], r["batch"]) for r in result["rows"]] == [
+        ("torch", 1), ("onnxruntime", 1), ("torch", 2), ("onnxruntime", 2)
+    ]
+    for row in result["rows"]:
+        assert row["rerun_s"] > 0 and row["cached_s"] > 0 and row["speedup"] == row["rerun_s"] / row["cached_s"]
+        assert row["gflop_cached"] < row["gflop_rerun"]
+        assert row["step_parity"] <= 1e-5 and row["rollout_diff"] <= 1e-4
+    plans = result["tables"][0]["rows"]
+    assert [r["runtime"] for r in plans] == ["torch", "onnxruntime"]
+    assert all(r["one_frame_s"] > 0 and r["full_context_s"] > 0 for r in plans)
+    assert "cached vs re-run on onnxruntime" in result["verdict"] and "load_average" in result
+    section = render_section("rollout", result)
+    assert "**load_average**" in section and "### Planning cost: one-frame vs full context" in section
