@@ -132,3 +132,36 @@ def test_full_context_planning_rollouts_equal_rerunning_the_whole_trajectory() -
     assert float((one_frame - final).abs().max()) > 1e-3  # the context changes the predictions
     with pytest.raises(ValueError, match="context must be 'full' or 'one-frame'"):
         latent_step(model, controller, "all")
+
+
+@torch.no_grad()
+def test_precision_is_chosen_per_component_by_the_plans_it_gives() -> None:
+    import dataclasses
+
+    from training.planning import get_cost, plan
+    from training.precision import choose_precisions
+
+    model, controller = _trained_like(1)
+    cfg = preset("recon", samples=24, elites=4)
+    gen = torch.Generator().manual_seed(0)
+    problems = [tuple(torch.nn.functional.layer_norm(torch.randn(2, 16, 32, generator=gen), (32,)).unbind(0)) for _ in range(2)]
+    start = problems[0][0]
+    actions = torch.rand(6, 3) * 0.5
+    for context in ("one-frame", "full"):
+        exact = latent_step(model, controller, context)
+        low = latent_step(model, controller, context, {"world_model": "bf16", "controller": "bf16"})
+        from training.planning import rollout as planner_rollout
+
+        a, b = planner_rollout(exact, start, actions[:, None]), planner_rollout(low, start, actions[:, None])
+        assert b.dtype == torch.float32 and 0 < float((a - b).abs().max()) < 0.1  # bf16 ran, and stayed close
+
+    def plan_with(precisions: dict[str, str], problem: tuple[torch.Tensor, torch.Tensor]):
+        step = latent_step(model, controller, "full", precisions)
+        return plan(step, get_cost(cfg.cost), problem[0], problem[1], dataclasses.replace(cfg, seed=3))
+
+    choice = choose_precisions(plan_with, problems, cfg.action_low, cfg.action_high)
+    assert set(choice.precisions) == {"world_model", "controller"} and len(choice.trials) == 2
+    for trial in choice.trials:
+        assert trial["passed"] == all(c["passed"] for c in trial["checks"])
+    kept = [t for t in choice.trials if t["passed"]]
+    assert choice.precisions == (kept[-1]["precisions"] if kept else {"world_model": "fp32", "controller": "fp32"})

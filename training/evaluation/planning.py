@@ -25,6 +25,7 @@ from training.envs.metrics import ate, delta_xyz, poses_from_actions, rpe
 from training.models.lam import LatentActionModel
 from training.models.world_model import RolloutContext, WorldModel, advance, rollout
 from training.planning import ContextStep, PlannerConfig, get_cost, plan
+from training.precision import at_precision, autocast
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ToLatent = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (actions [B, A], states [B, N, D]) -> [B, Z]
@@ -38,8 +39,8 @@ class KeptContextStep:
     cached world-model step: cost linear in the context, predictions equal to re-running the
     world model on the whole trajectory."""
 
-    def __init__(self, world_model: WorldModel, to_latent: ToLatent) -> None:
-        self.world_model, self.to_latent = world_model, to_latent
+    def __init__(self, world_model: WorldModel, to_latent: ToLatent, precision: str = "fp32") -> None:
+        self.world_model, self.to_latent, self.precision = world_model, to_latent, precision
 
     def begin(self, state: torch.Tensor, batch: int) -> tuple[RolloutContext | None, torch.Tensor]:
         return None, state.unsqueeze(0).expand(batch, *state.shape)  # [B, N, D], a view
@@ -50,22 +51,28 @@ class KeptContextStep:
     ) -> tuple[tuple[RolloutContext, torch.Tensor], torch.Tensor]:
         context, states = carry
         latents = self.to_latent(actions, states)  # [B, Z]
-        nxt, context = advance(self.world_model, context, states, latents)  # [B, N, D]
+        with autocast(self.precision, states.device):
+            nxt, context = advance(self.world_model, context, states, latents)  # [B, N, D]
+        nxt = nxt.float()
         return (context, nxt), nxt
 
 
-def world_model_step(world_model: WorldModel, to_latent: ToLatent, context: str = "one-frame") -> Step | ContextStep:
+def world_model_step(
+    world_model: WorldModel, to_latent: ToLatent, context: str = "one-frame", precision: str = "fp32"
+) -> Step | ContextStep:
     """The planner's step through `world_model`, with latents from `to_latent(actions, states)`:
-    a `KeptContextStep` for `context="full"`, the one-state step for `"one-frame"`."""
+    a `KeptContextStep` for `context="full"`, the one-state step for `"one-frame"`. `precision`
+    runs the world model's calls in bf16 (`training.precision`)."""
     if context == "full":
-        return KeptContextStep(world_model, to_latent)
+        return KeptContextStep(world_model, to_latent, precision)
     if context != "one-frame":
         raise ValueError(f"context must be 'full' or 'one-frame', got {context!r}")
 
     @torch.no_grad()
     def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         latents = to_latent(actions, states)  # [B, Z]
-        return world_model.next_state(states[:, None], latents[:, None])  # [B, N, D]
+        with autocast(precision, states.device):
+            return world_model.next_state(states[:, None], latents[:, None]).float()  # [B, N, D]
 
     return step
 
@@ -86,10 +93,16 @@ def controller_latents(controller: torch.nn.Module) -> ToLatent:
     return to_latent
 
 
-def latent_step(model: LatentActionModel, controller: torch.nn.Module, context: str = "one-frame") -> Step | ContextStep:
+def latent_step(
+    model: LatentActionModel, controller: torch.nn.Module, context: str = "one-frame",
+    precisions: dict[str, str] | None = None,
+) -> Step | ContextStep:
     """The planner's step through controller + world model: `step(states [B, N, D], actions [B, A])
-    -> next states [B, N, D]` for `context="one-frame"`, a `KeptContextStep` for `"full"`."""
-    return world_model_step(model.world_model, controller_latents(controller), context)
+    -> next states [B, N, D]` for `context="one-frame"`, a `KeptContextStep` for `"full"`.
+    `precisions` maps "world_model" / "controller" to "fp32" (default) or "bf16"."""
+    precisions = precisions or {}
+    to_latent = at_precision(controller_latents(controller), precisions.get("controller", "fp32"))
+    return world_model_step(model.world_model, to_latent, context, precisions.get("world_model", "fp32"))
 
 
 def check_frame(frame: np.ndarray, size: int) -> None:
