@@ -357,6 +357,7 @@ def bench_plan_command(
     checkpoint: Annotated[Path, typer.Option(help="a model with a controller (lawm train controller)")],
     env: Annotated[str, typer.Option(help="manipulation (DROID preset) or navigation (RECON preset)")] = "manipulation",
     plans: int = 3,
+    context: Annotated[str | None, typer.Option(help="world-model context: full or one-frame (default: the preset's)")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Time per plan, split into encoder / controller / world model; planner vs offline world-model throughput."""
@@ -366,8 +367,13 @@ def bench_plan_command(
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
-    result = bench_plan(load_model(checkpoint), env, plans=plans)
-    result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}"
+    try:
+        result = bench_plan(load_model(checkpoint), env, plans=plans, context=context)
+    except ValueError as e:  # an unknown context: PlannerConfig names it
+        raise typer.BadParameter(str(e)) from None
+    result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}" + (
+        f" --context {context}" if context else ""
+    )
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 
