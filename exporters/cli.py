@@ -92,10 +92,38 @@ def bench_export(
     write_json(json_path, result)
 
 
+def bench_rollout(
+    repo: Annotated[Path | None, typer.Option(help="an exported repository (default: export --checkpoint to a temporary one)")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint (with a controller) to export when no --repo is given")] = Path("models/demo"),
+    name: Annotated[str, typer.Option(help="model name in the repository")] = "demo",
+    version: Annotated[int | None, typer.Option(help="version (default: the latest)")] = None,
+    context: Annotated[int, typer.Option(help="observed states before the rollout")] = 8,
+    steps: Annotated[int, typer.Option(help="predicted states")] = 8,
+    batches: Annotated[str, typer.Option(help="rollout batch sizes, comma-separated")] = "1,8",
+    repeats: Annotated[int, typer.Option(help="timed repeats per rollout variant (the median is reported)")] = 5,
+    plans: Annotated[int, typer.Option(help="timed plans per planner variant (0: skip the planning table)")] = 3,
+    env: Annotated[str, typer.Option(help="world for the planning table: navigation (RECON) or manipulation (DROID)")] = "navigation",
+    threads: Annotated[int | None, typer.Option(help="intra-op threads for both runtimes (default: all cores)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """KV-cached rollouts and context-keeping plans vs re-running the context, torch and onnxruntime side by side."""
+    from exporters.bench_rollout import bench_rollout as run
+
+    sizes = tuple(int(b) for b in batches.split(","))
+    result = run(repo=repo, checkpoint=checkpoint, name=name, version=version, context=context, steps=steps, batches=sizes,
+                 repeats=repeats, plans=plans, env=env, threads=threads, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    print_table(result["title"], result["rows"])
+    for table in result.get("tables", []):
+        print_table(table["title"], table["rows"])
+    console.print(result["verdict"])
+    write_json(json_path, result)
+
+
 def register(root: typer.Typer, bench: typer.Typer) -> None:
     """Add the exporter commands to the `lawm` CLI (called once by `service.cli`)."""
     root.command("export")(exporter_errors(export))
     bench.command("export")(exporter_errors(bench_export))
+    bench.command("rollout")(exporter_errors(bench_rollout))
 
 
 def main() -> None:

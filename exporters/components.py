@@ -11,8 +11,16 @@ everywhere. Dynamic axes are named with strings in the specs ("batch", "frames",
 | idm                | states [B, T, N, D], T >= 2              | latents [B, T-1, Z]              |
 | world_model        | states [B, T, N, D], latents [B, T, Z]   | predictions [B, T, N, D]         |
 | world_model_step   | states [B, N, D], latents [B, Z]         | next_states [B, N, D]            |
+| world_model_prefill| states [B, T, N, D], latents [B, T, Z]   | next_states [B, N, D], present_keys/values [B, L, H, T*N, Dh] |
+| world_model_kv_step| states [B, N, D], latents [B, Z], past_keys/values [B, L, H, T*N, Dh] | next_states [B, N, D], present_keys/values [B, L, H, (T+1)*N, Dh] |
 | decoder            | states [B, T, N, D]                      | frames [B, 2T, 3, H, W] in [0, 1]|
 | controller         | actions [B, A], states [B, N, D]         | latents [B, Z]                   |
+
+The two key/value components are the world model's frame-causal cache (`WorldModel.prefill` and
+`WorldModel.step`): L blocks, H heads, Dh = width / H, keys after RoPE. A rollout prefills its
+context once, then each step feeds the previous step's present keys/values back as the past ones,
+so a step costs one frame however long the context. For `world_model_kv_step` the time axis
+("steps") counts the cached frames (1 .. max_steps - 1); its token axis is "N*steps".
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from torch import nn
 from training.config import ModelConfig
 from training.models.lam import LatentActionModel
 
-MODEL_COMPONENTS = ("encoder", "idm", "world_model", "world_model_step", "decoder")
+MODEL_COMPONENTS = ("encoder", "idm", "world_model", "world_model_step", "world_model_prefill", "world_model_kv_step", "decoder")
+KV_COMPONENTS = ("world_model_prefill", "world_model_kv_step")
 ALL_COMPONENTS = (*MODEL_COMPONENTS, "controller")
 
 
@@ -97,7 +106,36 @@ class WorldModelStepGraph(nn.Module):
         self.world_model = model.world_model
 
     def forward(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        return self.world_model.step(states[:, None], latents[:, None])  # [B, N, D], [B, Z] -> [B, N, D]
+        return self.world_model.next_state(states[:, None], latents[:, None])  # [B, N, D], [B, Z] -> [B, N, D]
+
+
+class WorldModelPrefillGraph(nn.Module):
+    """Start a cached rollout: the context's next state and every block's keys/values."""
+
+    def __init__(self, model: LatentActionModel) -> None:
+        super().__init__()
+        self.world_model = model.world_model
+
+    def forward(self, states: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nxt, cache = self.world_model.prefill(states, latents)  # [B, T, N, D], [B, T, Z] -> [B, N, D]
+        return nxt, cache.keys, cache.values  # + [B, L, H, T*N, Dh] twice
+
+
+class WorldModelKvStepGraph(nn.Module):
+    """One cached step: the newest state and its latent after the past keys/values."""
+
+    def __init__(self, model: LatentActionModel) -> None:
+        super().__init__()
+        self.world_model = model.world_model
+
+    def forward(
+        self, states: torch.Tensor, latents: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from training.models.world_model import KVCache
+
+        # [B, N, D], [B, Z], [B, L, H, T*N, Dh] x2 -> [B, N, D], [B, L, H, (T+1)*N, Dh] x2
+        nxt, cache = self.world_model.step(KVCache(past_keys, past_values), states, latents)
+        return nxt, cache.keys, cache.values
 
 
 class DecoderGraph(nn.Module):
@@ -124,6 +162,8 @@ GRAPHS: dict[str, type[nn.Module]] = {
     "idm": IdmGraph,
     "world_model": WorldModelGraph,
     "world_model_step": WorldModelStepGraph,
+    "world_model_prefill": WorldModelPrefillGraph,
+    "world_model_kv_step": WorldModelKvStepGraph,
     "decoder": DecoderGraph,
     "controller": ControllerGraph,
 }
@@ -154,6 +194,12 @@ def component_specs(
     n, d, z = cfg.encoder.tokens, cfg.encoder.dim, cfg.idm.latent_dim
     px, tb = cfg.encoder.image_size, cfg.encoder.tubelet
     frames = f"{tb}*steps" if tb != 1 else "steps"
+    wm = cfg.world_model
+    layers, heads, dh = wm.depth, wm.heads, wm.dim // wm.heads
+
+    def kv(name: str, tokens: str) -> TensorSpec:
+        return _f32(name, "batch", layers, heads, tokens, dh)
+
     specs = {
         "encoder": ((_f32("video", "batch", frames, 3, px, px),), (_f32("states", "batch", "steps", n, d),)),
         "idm": ((_f32("states", "batch", "steps", n, d),), (_f32("latents", "batch", "steps-1", z),)),
@@ -164,6 +210,20 @@ def component_specs(
         "world_model_step": (
             (_f32("states", "batch", n, d), _f32("latents", "batch", z)),
             (_f32("next_states", "batch", n, d),),
+        ),
+        "world_model_prefill": (
+            (_f32("states", "batch", "steps", n, d), _f32("latents", "batch", "steps", z)),
+            (_f32("next_states", "batch", n, d), kv("present_keys", f"{n}*steps"), kv("present_values", f"{n}*steps")),
+        ),
+        "world_model_kv_step": (
+            (
+                _f32("states", "batch", n, d), _f32("latents", "batch", z),
+                kv("past_keys", f"{n}*steps"), kv("past_values", f"{n}*steps"),
+            ),
+            (
+                _f32("next_states", "batch", n, d),
+                kv("present_keys", f"{n}*steps+{n}"), kv("present_values", f"{n}*steps+{n}"),
+            ),
         ),
         "decoder": ((_f32("states", "batch", "steps", n, d),), (_f32("frames", "batch", frames, 3, px, px),)),
     }
@@ -179,6 +239,15 @@ def component_specs(
 # counts (the DROID preset samples 300) for the per-candidate ones.
 SERVING_BATCHES = (1, 8, 32)
 PLANNER_BATCHES = (1, 300, 512)
+# Device memory allowed for one call's key/value tensors (past and present) at the longest context;
+# caps the KV components' batch (the paper-sized world model holds ~50 MB per row and frame).
+KV_BUDGET_BYTES = 8 << 30
+
+
+def kv_row_bytes(cfg: ModelConfig, frames: int) -> int:
+    """Bytes of one row's keys + values (float32) for `frames` frames."""
+    wm = cfg.world_model
+    return 2 * wm.depth * wm.dim * frames * cfg.encoder.tokens * 4
 
 
 def default_profiles(cfg: ModelConfig, serving: tuple[int, ...] = SERVING_BATCHES,
@@ -187,11 +256,17 @@ def default_profiles(cfg: ModelConfig, serving: tuple[int, ...] = SERVING_BATCHE
     steps = cfg.world_model.max_steps
     clip = (min(serving), sorted(serving)[len(serving) // 2], max(serving))
     plan = (min(planner), sorted(planner)[len(planner) // 2], max(planner))
+    # The KV components carry every candidate's cache: past + present at the longest context,
+    # capped by the memory budget. Their time axes: frames prefilled (1..S), frames cached (1..S-1).
+    kv_max = max(1, min(plan[2], KV_BUDGET_BYTES // (2 * kv_row_bytes(cfg, steps))))
+    kv_batch = (1, min(plan[1], kv_max), kv_max)
     return {
         "encoder": Profile(clip, (1, steps, steps)),  # time in steps; frames = tubelet * steps
         "idm": Profile(clip, (2, steps, steps)),
         "world_model": Profile(clip, (1, steps, steps)),
         "world_model_step": Profile(plan),
+        "world_model_prefill": Profile(kv_batch, (1, max(1, steps // 2), steps)),
+        "world_model_kv_step": Profile(kv_batch, (1, max(1, steps // 2), max(1, steps - 1))),
         "decoder": Profile(clip, (1, steps, steps)),
         "controller": Profile(plan),
     }
@@ -199,9 +274,19 @@ def default_profiles(cfg: ModelConfig, serving: tuple[int, ...] = SERVING_BATCHE
 
 def spec_shape(spec: TensorSpec, batch: int, steps: int, cfg: ModelConfig) -> tuple[int, ...]:
     """A concrete shape for `spec` at `batch` rows and `steps` latent steps."""
-    tb = cfg.encoder.tubelet
-    axes = {"batch": batch, "steps": steps, "steps-1": steps - 1, f"{tb}*steps": tb * steps}
+    tb, n = cfg.encoder.tubelet, cfg.encoder.tokens
+    axes = {
+        "batch": batch, "steps": steps, "steps-1": steps - 1, f"{tb}*steps": tb * steps,
+        f"{n}*steps": n * steps, f"{n}*steps+{n}": n * (steps + 1),  # key/value token axes
+    }
     return tuple(axes[a] if isinstance(a, str) else a for a in spec.shape)
+
+
+def profile_shapes(spec: TensorSpec, profile: Profile, cfg: ModelConfig) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes of an input for an engine's optimization profile: batch and time
+    ranges of `profile` taken together (the longest context at the largest batch)."""
+    times = profile.time or (1, 1, 1)
+    return tuple(spec_shape(spec, b, t, cfg) for b, t in zip(profile.batch, times, strict=True))
 
 
 def random_inputs(

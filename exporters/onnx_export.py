@@ -2,7 +2,7 @@
 
 Batch is dynamic everywhere; time ("steps") is dynamic where a component takes a context, bounded
 by the world model's `max_steps` (the RoPE tables are precomputed up to it and sliced by the
-symbolic length). The encoder's frame axis is exported as `tubelet * steps`, so an odd clip
+symbolic length). The key/value components' token axis is `N * steps`, a derived dimension. The encoder's frame axis is exported as `tubelet * steps`, so an odd clip
 length cannot even be expressed. Reduced-precision variants cast the weights in the graph and
 keep float32 inputs and outputs (a strongly typed graph: what TensorRT >= 10.12 prefers).
 """
@@ -39,8 +39,9 @@ class CastGraph(nn.Module):
         super().__init__()
         self.inner, self.dtype, self.cast = graph.to(dtype), dtype, cast
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.inner(*(x.to(self.dtype) if c else x for x, c in zip(inputs, self.cast, strict=True))).float()
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.inner(*(x.to(self.dtype) if c else x for x, c in zip(inputs, self.cast, strict=True)))
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
 
 def cast_graph(graph: nn.Module, precision: str, inputs: tuple[TensorSpec, ...]) -> nn.Module:
@@ -62,8 +63,9 @@ def dynamic_shapes(specs: tuple[TensorSpec, ...], profile: Profile, cfg: ModelCo
     if profile.time is not None:
         lo, _, hi = profile.time
         steps = Dim("steps", min=lo, max=hi)
-        tb = cfg.encoder.tubelet
-        axes.update({"steps": steps, f"{tb}*steps": tb * steps if tb != 1 else steps})
+        tb, n = cfg.encoder.tubelet, cfg.encoder.tokens
+        # the key/value token axis is derived from the frame count, so it can only hold whole frames
+        axes.update({"steps": steps, f"{tb}*steps": tb * steps if tb != 1 else steps, f"{n}*steps": n * steps})
     return tuple({i: axes[a] for i, a in enumerate(s.shape) if isinstance(a, str)} for s in specs)
 
 

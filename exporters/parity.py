@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.components import Profile, build_graph, random_inputs
+from exporters.components import KV_COMPONENTS, Profile, build_graph, random_inputs
 from exporters.runtime import Component
 from training.models.lam import LatentActionModel
 
@@ -49,6 +49,7 @@ class ParityCase:
     bound: float
     passed: bool
     torch_fp32_err: float | None = None  # torch float32 vs the same reference, for comparison
+    output: str | None = None  # which output, for components with several (the key/value ones)
 
 
 def output_scale(reference: np.ndarray) -> float:
@@ -76,12 +77,16 @@ class RealInputs:
             self.latents = build_graph(model, "idm")(self.states)  # [C, S-1, Z]
         self.action_dim = None if model.controller is None else int(model.controller.cfg.action_dim)
         self.gen = torch.Generator().manual_seed(seed)
+        self.world_model = model.world_model
+        self._caches: dict[int, Any] = {}
 
     @property
     def steps(self) -> int:
         return int(self.states.shape[1])
 
-    def for_component(self, name: str, batch: int) -> dict[str, torch.Tensor]:
+    def for_component(self, name: str, batch: int, steps: int | None = None) -> dict[str, torch.Tensor]:
+        """Inputs of `name` at `batch` rows; `steps` shortens the key/value components' context
+        (frames prefilled, frames cached) from what the clips hold."""
         tile = lambda x: x[torch.arange(batch) % x.shape[0]]  # noqa: E731  # rows cycle over the real ones
         n, d = self.states.shape[-2:]
         pairs_s = self.states[:, :-1].reshape(-1, n, d)  # every (state, latent) pair of every clip
@@ -98,10 +103,31 @@ class RealInputs:
             assert self.action_dim is not None
             actions = torch.rand(batch, self.action_dim, generator=self.gen) * 2 - 1
             return {"actions": actions, "states": tile(pairs_s)}
+        if name == "world_model_prefill":
+            frames = steps or self.steps - 1
+            return {"states": tile(self.states[:, :frames]), "latents": tile(self.latents[:, :frames])}
+        if name == "world_model_kv_step":
+            # the real cache of the first `past` states, then the next real state and its latent
+            past = steps or self.steps - 2
+            cache = self.cache(past)
+            return {
+                "states": tile(self.states[:, past]), "latents": tile(self.latents[:, past]),
+                "past_keys": tile(cache.keys), "past_values": tile(cache.values),
+            }
         raise KeyError(name)
 
+    def cache(self, frames: int) -> Any:
+        """The torch model's key/value cache of every clip's first `frames` states (float32)."""
+        if frames not in self._caches:
+            with torch.inference_mode():
+                _, self._caches[frames] = self.world_model.prefill(self.states[:, :frames], self.latents[:, :frames])
+        return self._caches[frames]
+
     def steps_of(self, name: str) -> int | None:
-        return {"encoder": self.steps, "idm": self.steps, "decoder": self.steps, "world_model": self.steps - 1}.get(name)
+        return {
+            "encoder": self.steps, "idm": self.steps, "decoder": self.steps, "world_model": self.steps - 1,
+            "world_model_prefill": self.steps - 1, "world_model_kv_step": self.steps - 2,
+        }.get(name)
 
 
 def check_components(
@@ -129,22 +155,31 @@ def check_components(
         plans = [("random", b, steps) for b in batches]
         if real is not None:
             plans += [("real", b, real.steps_of(name)) for b in batches]
+        if name in KV_COMPONENTS and profile.time is not None:
+            # The caches at the largest batch and the longest context take gigabytes (in float64 for
+            # the reference): check the profile's two corners instead, the longest context at the
+            # smallest batch and the largest batch at the shortest context.
+            shortest = profile.time[0]
+            plans = [(kind, b, t if b == min(batches) else shortest) for kind, b, t in plans]
         for kind, batch, t in plans:
             if kind == "random":
                 inputs = random_inputs(candidate.inputs, batch, t or 1, model.cfg, gen)
             else:
                 assert real is not None
-                inputs = real.for_component(name, batch)
+                inputs = real.for_component(name, batch, t if name in KV_COMPONENTS else None)
             ordered = [inputs[s.name].to(device) for s in candidate.inputs]
             with torch.inference_mode():
-                expected = reference(*(x.double() for x in ordered)).cpu().numpy()
-                torch_fp32 = fp32(*ordered).double().cpu().numpy()
-            got = candidate.run({k: v.numpy() for k, v in inputs.items()})[candidate.outputs[0].name]
-            case = compare(name, kind, batch, t, expected, got, tol)
-            case.torch_fp32_err = float(np.abs(torch_fp32 - expected).max())
-            cases.append(case)
-            if progress is not None:
-                progress(case)
+                expected = _outputs(reference(*(x.double() for x in ordered)))
+                torch_fp32 = _outputs(fp32(*ordered))
+            got = candidate.run({k: v.numpy() for k, v in inputs.items()})
+            # every output: the key/value components' caches must match as well as their predictions
+            for i, spec in enumerate(candidate.outputs):
+                case = compare(name, kind, batch, t, expected[i], got[spec.name], tol)
+                case.output = spec.name if len(candidate.outputs) > 1 else None
+                case.torch_fp32_err = float(np.abs(torch_fp32[i] - expected[i]).max())
+                cases.append(case)
+                if progress is not None:
+                    progress(case)
     return {
         "precision": precision,
         "tolerance": tol,
@@ -158,9 +193,15 @@ def check_components(
     }
 
 
+def _outputs(out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """A graph's output(s) as float64 numpy arrays, in the outputs' order."""
+    return [o.double().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
 def failures(report: dict[str, Any]) -> list[str]:
     return [
-        f"{c['component']} ({c['inputs']}, batch {c['batch']}): max|err| {c['max_abs_err']:.3g} > {c['bound']:.3g}"
+        f"{c['component']}{'.' + c['output'] if c.get('output') else ''} ({c['inputs']}, batch {c['batch']}): "
+        f"max|err| {c['max_abs_err']:.3g} > {c['bound']:.3g}"
         for c in report["cases"]
         if not c["passed"]
     ]

@@ -4,6 +4,7 @@
     model.components["idm"].run({"states": states})        # {"latents": [B, T-1, Z]}
     model = load_checkpoint_model(Path("models/demo"))      # torch, straight from a checkpoint
     step = planner_step(model)                              # for training.planning.plan
+    step = planner_step(model, context="full")              # keeping each candidate's context (KV cache)
 
 Every component takes and returns float32 numpy arrays, batch first (see `exporters.components`
 for names and shapes). `run` is thread-safe on every runtime.
@@ -32,6 +33,7 @@ __all__ = [
     "action_step",
     "controller_step",
     "load_checkpoint_model",
+    "KvPlannerStep",
     "load_model",
     "planner_step",
 ]
@@ -199,12 +201,58 @@ def action_step(call: Call) -> StepFn:
     return step
 
 
-def planner_step(model: LoadedModel) -> StepFn:
-    """The planner's `step` through a loaded model's `controller` and `world_model_step` components,
-    so the planner behaves the same on every runtime."""
+def planner_step(model: LoadedModel, context: str = "one-frame") -> Any:
+    """The planner's step for `training.planning.plan` through the model's components (numpy round
+    trip), so the planner behaves the same on every runtime.
+
+    `context="one-frame"`: `step(states [B, N, D], actions [B, A]) -> next states [B, N, D]` through
+    `controller_step`. `context="full"`: a `ContextStep` through `controller`,
+    `world_model_prefill` and `world_model_kv_step`, each candidate keeping its whole rollout as
+    context (the present keys/values of one call are the past ones of the next)."""
     if "controller" not in model.components:
         raise RepositoryError(
             f"{model.name} v{model.version} has no controller: train one (lawm train controller --checkpoint CKPT "
             "--env manipulation|navigation) and export that checkpoint"
         )
+    if context == "full":
+        return KvPlannerStep(model)
+    if context != "one-frame":
+        raise RepositoryError(f"context must be 'full' or 'one-frame', got {context!r}")
     return action_step(lambda name, inputs: model.components[name].run(inputs))
+
+
+class KvPlannerStep:
+    """A `training.planning.ContextStep` over a loaded model's key/value components.
+
+    The carry is (past keys, past values `[B, L, H, T*N, Dh]` or None before the first step, the
+    cached states and latents for sliding the window, the current states `[B, N, D]`). Once the
+    window holds `max_steps` frames it slides by prefilling the last `max_steps` frames again, as
+    `training.models.world_model.advance` does, so the plan equals the torch one."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        missing = [c for c in ("world_model_prefill", "world_model_kv_step") if c not in model.components]
+        if missing:
+            raise RepositoryError(
+                f"{model.name} v{model.version} has no {missing} components (exported before the key/value cache): "
+                "re-export it (lawm export ... --force), or plan with context='one-frame'"
+            )
+        self.controller = model.components["controller"]
+        self.prefill, self.kv_step = model.components["world_model_prefill"], model.components["world_model_kv_step"]
+        self.max_steps = model.config.world_model.max_steps
+
+    def begin(self, state: torch.Tensor, batch: int) -> tuple[Any, ...]:
+        s = state.detach().to("cpu", torch.float32).contiguous().numpy()  # [N, D]
+        return None, None, (), (), np.ascontiguousarray(np.broadcast_to(s, (batch, *s.shape)))
+
+    def advance(self, carry: tuple[Any, ...], actions: torch.Tensor) -> tuple[tuple[Any, ...], torch.Tensor]:
+        keys, values, states, latents, current = carry
+        a = actions.detach().to("cpu", torch.float32).contiguous().numpy()  # [B, A]
+        z = self.controller.run({"actions": a, "states": current})["latents"]  # [B, Z]
+        states, latents = (*states, current), (*latents, z)
+        if keys is None or len(states) > self.max_steps:
+            states, latents = states[-self.max_steps :], latents[-self.max_steps :]
+            out = self.prefill.run({"states": np.stack(states, axis=1), "latents": np.stack(latents, axis=1)})
+        else:
+            out = self.kv_step.run({"states": current, "latents": z, "past_keys": keys, "past_values": values})
+        nxt = out["next_states"]  # [B, N, D]
+        return (out["present_keys"], out["present_values"], states, latents, nxt), torch.from_numpy(nxt)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from exporters.components import Profile, TensorSpec, spec_shape
+from exporters.components import Profile, TensorSpec, profile_shapes
 from exporters.errors import ExportError
 from exporters.parity import RealInputs, check_components
 from exporters.tensorrt_runtime import TrtComponent, collecting_logger, device_identity, require_tensorrt
@@ -36,8 +36,7 @@ def timing_cache_path(trt_version: str) -> Path:
 
 
 def _profile_shapes(spec: TensorSpec, profile: Profile, cfg: ModelConfig) -> tuple[tuple[int, ...], ...]:
-    times = profile.time or (1, 1, 1)
-    return tuple(spec_shape(spec, b, t, cfg) for b, t in zip(profile.batch, times, strict=True))
+    return profile_shapes(spec, profile, cfg)  # every input, the key/value caches' token axes included
 
 
 def build_engine(

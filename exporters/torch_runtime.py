@@ -85,7 +85,14 @@ class TorchComponent:
                 with self._lock:
                     out = self.module(*tensors)
                     torch.cuda.synchronize(self.device)
-            return {self.outputs[0].name: out.float().cpu().numpy()}
+            outs = out if isinstance(out, tuple) else (out,)  # the key/value components return several
+            return {spec.name: o.float().cpu().numpy() for spec, o in zip(self.outputs, outs, strict=True)}
+
+    def run_torch(self, **tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Torch in, torch out (the parity reference and the bench use it without a numpy round trip);
+        a tuple in the outputs' order for components with several outputs."""
+        with torch.inference_mode():
+            return self.module(*(tensors[s.name].to(self.device) for s in self.inputs))
 
 
 def torch_components(

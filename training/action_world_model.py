@@ -55,11 +55,9 @@ def train_action_world_model(
     return wm, {"first_l1": losses[0], "final_l1": sum(losses[-20:]) / len(losses[-20:])}
 
 
-def action_step(wm: WorldModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """step(states [B, N, D], actions [B, A]) -> next states through the action-conditioned model."""
+def action_step(wm: WorldModel, context: str = "one-frame") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Any:
+    """The planner's step through the action-conditioned model: `step(states [B, N, D], actions
+    [B, A]) -> next states` for `context="one-frame"`, a context-keeping `ContextStep` for `"full"`."""
+    from training.evaluation.planning import world_model_step
 
-    @torch.no_grad()
-    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return wm.step(states[:, None], actions[:, None])
-
-    return step
+    return world_model_step(wm, lambda actions, states: actions, context)

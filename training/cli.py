@@ -242,6 +242,7 @@ def eval_planning(
     episodes: Annotated[int, typer.Option(help="held-out episodes")] = 16,
     seed: int = 0,
     planner: Annotated[list[str] | None, typer.Option(help="planner setting KEY=VALUE over the preset, e.g. init_std=0.1 (repeatable)")] = None,
+    context: Annotated[list[str] | None, typer.Option(help="world-model context: full or one-frame; repeat to compare both in one run")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
@@ -260,12 +261,15 @@ def eval_planning(
             raise typer.BadParameter(f"--planner takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
     try:
-        result = run_planning_suite(load_lam(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed), **settings)
+        result = run_planning_suite(
+            load_lam(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed),
+            contexts=tuple(context) if context else None, **settings,
+        )
     except ValueError as e:  # a planner setting out of range: PlannerConfig names the field
         raise typer.BadParameter(str(e)) from None
     result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
         f" --planner {item}" for item in planner or []
-    )
+    ) + "".join(f" --context {c}" for c in context or [])
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 
@@ -329,6 +333,7 @@ def bench_plan_command(
     checkpoint: Annotated[Path, typer.Option(help="a model with a controller (lawm train controller)")],
     env: Annotated[str, typer.Option(help="manipulation (DROID preset) or navigation (RECON preset)")] = "manipulation",
     plans: int = 3,
+    context: Annotated[str | None, typer.Option(help="world-model context: full or one-frame (default: the preset's)")] = None,
     json_path: JsonOpt = None,
 ) -> None:
     """Time per plan, split into encoder / controller / world model; planner vs offline world-model throughput."""
@@ -338,8 +343,13 @@ def bench_plan_command(
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
-    result = bench_plan(load_lam(checkpoint), env, plans=plans)
-    result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}"
+    try:
+        result = bench_plan(load_lam(checkpoint), env, plans=plans, context=context)
+    except ValueError as e:  # an unknown context: PlannerConfig names it
+        raise typer.BadParameter(str(e)) from None
+    result["command"] = f"lawm bench plan --checkpoint {checkpoint} --env {env} --plans {plans}" + (
+        f" --context {context}" if context else ""
+    )
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 

@@ -33,7 +33,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def render_section(name: str, payload: dict[str, Any]) -> str:
     parts = [f"## {payload.get('title', name)}", ""]
-    for key in ("protocol", "machine", "command", "checkpoint", "statistic", "verdict", "skipped"):
+    for key in ("protocol", "machine", "load_average", "command", "checkpoint", "statistic", "verdict", "skipped"):
         if payload.get(key):
             value = payload[key]
             if isinstance(value, dict):  # e.g. bench export's {runtime: why it was skipped}

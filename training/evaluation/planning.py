@@ -3,7 +3,8 @@
 Each episode gives a start observation, a goal observation H actions later and the true
 actions in between. A planner searches real actions, rolled through `step` (the controller
 mapping a real action to a latent, then one world-model step), for the final state closest to
-the goal's encoding. Metrics compare the planned actions with the true ones: Δxyz for the
+the goal's encoding. The step keeps each candidate's context (`context="full"`, a KV cache over
+every earlier predicted state) or sees the current state alone (`"one-frame"`). Metrics compare the planned actions with the true ones: Δxyz for the
 manipulation world (DROID), ATE/RPE of the integrated trajectory for navigation (RECON).
 Baselines: a random planner (uniform in the action bounds) and the zero action.
 """
@@ -22,28 +23,86 @@ from training.controller_training import duplicate_frames
 from training.envs.episodes import Episode
 from training.envs.metrics import ate, delta_xyz, poses_from_actions, rpe
 from training.models.lam import LatentActionModel
-from training.models.world_model import autoregressive_rollout
-from training.planning import PRESET_FOR_ENV, PlannerConfig, get_cost, plan
+from training.models.world_model import RolloutContext, WorldModel, advance, autoregressive_rollout
+from training.planning import PRESET_FOR_ENV, ContextStep, PlannerConfig, get_cost, plan
+from training.precision import at_precision, autocast
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ToLatent = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (actions [B, A], states [B, N, D]) -> [B, Z]
 
 
-def latent_step(model: LatentActionModel, controller: torch.nn.Module) -> Step:
-    """step(states [B, N, D], actions [B, A]) -> next states [B, N, D] through controller + world model."""
+class KeptContextStep:
+    """A `ContextStep` through a world model: every candidate keeps its whole rollout as context.
 
-    action_dim = controller.cfg.action_dim
+    The carry is (the candidates' `RolloutContext` — KV cache and frames —, their current states
+    `[B, N, D]`). Each `advance` maps the actions to latents from the current states, then runs one
+    cached world-model step: cost linear in the context, predictions equal to re-running the
+    world model on the whole trajectory."""
+
+    def __init__(self, world_model: WorldModel, to_latent: ToLatent, precision: str = "fp32") -> None:
+        self.world_model, self.to_latent, self.precision = world_model, to_latent, precision
+
+    def begin(self, state: torch.Tensor, batch: int) -> tuple[RolloutContext | None, torch.Tensor]:
+        return None, state.unsqueeze(0).expand(batch, *state.shape)  # [B, N, D], a view
+
+    @torch.no_grad()
+    def advance(
+        self, carry: tuple[RolloutContext | None, torch.Tensor], actions: torch.Tensor
+    ) -> tuple[tuple[RolloutContext, torch.Tensor], torch.Tensor]:
+        context, states = carry
+        latents = self.to_latent(actions, states)  # [B, Z]
+        with autocast(self.precision, states.device):
+            nxt, context = advance(self.world_model, context, states, latents)  # [B, N, D]
+        nxt = nxt.float()
+        return (context, nxt), nxt
+
+
+def world_model_step(
+    world_model: WorldModel, to_latent: ToLatent, context: str = "one-frame", precision: str = "fp32"
+) -> Step | ContextStep:
+    """The planner's step through `world_model`, with latents from `to_latent(actions, states)`:
+    a `KeptContextStep` for `context="full"`, the one-state step for `"one-frame"`. `precision`
+    runs the world model's calls in bf16 (`training.precision`)."""
+    if context == "full":
+        return KeptContextStep(world_model, to_latent, precision)
+    if context != "one-frame":
+        raise ValueError(f"context must be 'full' or 'one-frame', got {context!r}")
 
     @torch.no_grad()
     def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        if actions.shape[-1] != action_dim:
+        latents = to_latent(actions, states)  # [B, Z]
+        with autocast(precision, states.device):
+            return world_model.next_state(states[:, None], latents[:, None]).float()  # [B, N, D]
+
+    return step
+
+
+def controller_latents(controller: torch.nn.Module) -> ToLatent:
+    """(actions [B, A], states [B, N, D]) -> latents [B, Z] through the controller, checking the action size."""
+    action_dim = getattr(getattr(controller, "cfg", None), "action_dim", None)
+
+    @torch.no_grad()
+    def to_latent(actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if action_dim is not None and actions.shape[-1] != action_dim:
             raise ValueError(
                 f"actions have {actions.shape[-1]} dims but the controller takes action_dim={action_dim}: "
                 f"give action_low/action_high {action_dim} entries each"
             )
-        latents = controller(actions[:, None], states[:, None])  # [B, 1, Z]
-        return model.world_model.step(states[:, None], latents)  # [B, N, D]
+        return controller(actions[:, None], states[:, None])[:, 0]  # [B, Z]
 
-    return step
+    return to_latent
+
+
+def latent_step(
+    model: LatentActionModel, controller: torch.nn.Module, context: str = "one-frame",
+    precisions: dict[str, str] | None = None,
+) -> Step | ContextStep:
+    """The planner's step through controller + world model: `step(states [B, N, D], actions [B, A])
+    -> next states [B, N, D]` for `context="one-frame"`, a `KeptContextStep` for `"full"`.
+    `precisions` maps "world_model" / "controller" to "fp32" (default) or "bf16"."""
+    precisions = precisions or {}
+    to_latent = at_precision(controller_latents(controller), precisions.get("controller", "fp32"))
+    return world_model_step(model.world_model, to_latent, context, precisions.get("world_model", "fp32"))
 
 
 def check_frame(frame: np.ndarray, size: int) -> None:
@@ -82,17 +141,28 @@ def evaluate_planner(
     episodes: list[Episode],
     choose: Callable[[Episode, int], np.ndarray],
     horizon: int,
+    context: str | None = None,
 ) -> dict[str, Any]:
-    """Run `choose(episode, index) -> planned actions [H, A]` on every episode; average the metrics."""
+    """Run `choose(episode, index) -> planned actions [H, A]` on every episode; average the metrics
+    (and give their standard errors over episodes). `context` labels the world-model step used."""
     per_episode = []
     for i, episode in enumerate(episodes):
         planned = choose(episode, i)
         per_episode.append(trajectory_metrics(episode.env, episode, planned, horizon))
-    keys = per_episode[0].keys()
-    return {"planner": name, "episodes": len(episodes), **{k: float(np.mean([m[k] for m in per_episode])) for k in keys}}
+    keys = list(per_episode[0])
+    row: dict[str, Any] = {"planner": name}
+    if context is not None:
+        row["context"] = context
+    row["episodes"] = len(episodes)
+    row.update({k: float(np.mean([m[k] for m in per_episode])) for k in keys})
+    if len(episodes) > 1:
+        row.update({f"{k}_se": float(np.std([m[k] for m in per_episode], ddof=1) / np.sqrt(len(episodes))) for k in keys})
+    return row
 
 
-def world_model_chooser(model: LatentActionModel, step: Step, cfg: PlannerConfig) -> Callable[[Episode, int], np.ndarray]:
+def world_model_chooser(
+    model: LatentActionModel, step: Step | ContextStep, cfg: PlannerConfig
+) -> Callable[[Episode, int], np.ndarray]:
     cost = get_cost(cfg.cost)
 
     def choose(episode: Episode, index: int) -> np.ndarray:
@@ -121,17 +191,27 @@ def zero_chooser(cfg: PlannerConfig) -> Callable[[Episode, int], np.ndarray]:
 
 
 @torch.no_grad()
-def controller_rollouts(model: LatentActionModel, controller: torch.nn.Module, data: Any) -> dict[str, float]:
+def controller_rollouts(
+    model: LatentActionModel, controller: torch.nn.Module, data: Any, context: str = "full"
+) -> dict[str, float]:
     """Open-loop rollouts from the first state of each held-out episode (paper Tables S1/S2, left):
     with the IDM's latents (which see the future) vs with the controller's latents from the real
-    actions (computed on the predicted states, as when planning). Representation L1 to the truth."""
+    actions (computed on the predicted states, with the world-model step planning uses).
+    Representation L1 to the truth."""
     states, actions, latents = data.states, data.actions, data.latents  # [E, T+1, N, D], [E, T, A], [E, T, Z]
     idm = autoregressive_rollout(model.world_model, states[:, :1], latents[:, :0], latents)
-    current, predicted = states[:, 0], []
-    for t in range(actions.shape[1]):
-        z = controller(actions[:, t : t + 1], current[:, None])  # [E, 1, Z]
-        current = model.world_model.step(current[:, None], z)
-        predicted.append(current)
+    step = latent_step(model, controller, context)
+    predicted = []
+    if isinstance(step, ContextStep):
+        carry = (None, states[:, 0])
+        for t in range(actions.shape[1]):
+            carry, current = step.advance(carry, actions[:, t])
+            predicted.append(current)
+    else:
+        current = states[:, 0]
+        for t in range(actions.shape[1]):
+            current = step(current, actions[:, t])
+            predicted.append(current)
     ctrl = torch.stack(predicted, dim=1)
     truth = states[:, 1:]
     idm_l1, ctrl_l1 = (idm - truth).abs().mean().item(), (ctrl - truth).abs().mean().item()
@@ -156,11 +236,14 @@ def run_planning_suite(
     suite: PlanningSuite = PlanningSuite(),
     *,
     baselines: bool = True,
+    contexts: tuple[str, ...] | None = None,
     **planner_overrides: Any,
 ) -> dict[str, Any]:
     """Train a controller and the action-labelled baseline on one set of episodes, then plan on
     another: latent-action WM + controller, action-labelled WM, random planner, zero action.
-    `baselines=False` plans with the latent-action WM only (the sweep shares one baseline run)."""
+    `baselines=False` plans with the latent-action WM only (the sweep shares one baseline run).
+    `contexts` plans with each world-model step in turn ("full", "one-frame"; default: the preset's
+    `context`), on the same trained controller and baseline, so the rows compare like for like."""
     from training.action_world_model import ActionWorldModelTraining, action_step, train_action_world_model
     from training.controller_training import ControllerTraining, labelled_set, train_controller
     from training.envs.episodes import record_episode
@@ -177,9 +260,16 @@ def run_planning_suite(
     controller, controller_metrics = train_controller(
         model, data, ControllerConfig(action_dim=action_dim), ControllerTraining(steps=suite.controller_steps, seed=suite.seed)
     )
-    rollouts = controller_rollouts(model, controller, labelled_set(model, held_out))
+    contexts = contexts or (cfg.context,)
+    for context in contexts:
+        dataclasses.replace(cfg, context=context)  # validates the name before any planning
+    rollouts = controller_rollouts(model, controller, labelled_set(model, held_out), contexts[0])
     rows = [
-        evaluate_planner("latent-action WM + controller", held_out, world_model_chooser(model, latent_step(model, controller), cfg), cfg.horizon),
+        evaluate_planner(
+            "latent-action WM + controller", held_out,
+            world_model_chooser(model, latent_step(model, controller, context), cfg), cfg.horizon, context,
+        )
+        for context in contexts
     ]
     baseline_metrics: dict[str, Any] = {}
     if baselines:
@@ -187,14 +277,22 @@ def run_planning_suite(
             model, data, ActionWorldModelTraining(steps=suite.baseline_steps, seed=suite.seed)
         )
         rows += [
-            evaluate_planner("action-labelled WM", held_out, world_model_chooser(model, action_step(baseline), cfg), cfg.horizon),
-            evaluate_planner("random actions", held_out, random_chooser(cfg, suite.seed), cfg.horizon),
-            evaluate_planner("zero action", held_out, zero_chooser(cfg), cfg.horizon),
+            evaluate_planner(
+                "action-labelled WM", held_out, world_model_chooser(model, action_step(baseline, context), cfg),
+                cfg.horizon, context,
+            )
+            for context in contexts
+        ]
+        rows += [
+            evaluate_planner("random actions", held_out, random_chooser(cfg, suite.seed), cfg.horizon, "-"),
+            evaluate_planner("zero action", held_out, zero_chooser(cfg), cfg.horizon, "-"),
         ]
     return {
         "title": f"Planning on the {env} world ({PRESET_FOR_ENV[env]} protocol)",
         "protocol": f"offline, {suite.eval_episodes} held-out episodes; planner {cfg.method} H={cfg.horizon} "
-        f"N={cfg.samples} K={cfg.elites} I={cfg.iterations}, cost {cfg.cost} on the final predicted state",
+        f"N={cfg.samples} K={cfg.elites} I={cfg.iterations}, cost {cfg.cost} on the final predicted state; "
+        f"world-model context: {', '.join(contexts)} (full = every earlier predicted state, through the KV "
+        "cache; one-frame = the current state alone); *_se = standard error over episodes",
         "checkpoint": getattr(model, "source", None),
         "rows": rows,
         "controller": controller_metrics,

@@ -101,6 +101,42 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, Dh]
         return self.proj(out.transpose(1, 2).reshape(b, length, dim))
 
+    def forward_cached(
+        self,
+        x: torch.Tensor,  # [B, L, D] the new tokens only
+        past_k: torch.Tensor | None,  # [B, H, P, Dh] keys of earlier tokens, RoPE already applied
+        past_v: torch.Tensor | None,  # [B, H, P, Dh]
+        mask: torch.Tensor | None = None,  # [L, P+L] bool over past and new tokens, True = may attend
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin [L, Dh] at the new tokens' positions
+        buffers: tuple[torch.Tensor, torch.Tensor] | None = None,  # k, v [B, H, C, Dh], C >= P+L
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention of new tokens over earlier tokens' cached keys/values and their own.
+
+        Returns (output [B, L, D], keys [B, H, P+L, Dh], values [B, H, P+L, Dh]): the cache extended
+        by the new tokens. Keys are cached after RoPE, so a token's rotation is fixed by the position
+        it was computed at, exactly as in the uncached `forward`.
+
+        Without `buffers` the extended cache is a new tensor (the past is copied: what an exported
+        graph does). With `buffers` whose first P tokens hold the past, the new keys/values are
+        written into them in place and views of their first P+L tokens are returned: no copy of
+        the past, so a step costs its own tokens plus reading the cache once."""
+        b, length, dim = x.shape
+        qkv = self.qkv(x).reshape(b, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, Dh]
+        if rope is not None and self.rope_axes:
+            q = apply_rope(q, *rope, axes=self.rope_axes)
+            k = apply_rope(k, *rope, axes=self.rope_axes)
+        if buffers is not None:
+            past = 0 if past_k is None else past_k.shape[2]
+            buffers[0][:, :, past : past + length] = k
+            buffers[1][:, :, past : past + length] = v
+            k, v = buffers[0][:, :, : past + length], buffers[1][:, :, : past + length]  # [B, H, P+L, Dh] views
+        elif past_k is not None and past_v is not None:
+            k = torch.cat([past_k, k], dim=2)  # [B, H, P+L, Dh]
+            v = torch.cat([past_v, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, Dh]
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim)), k, v
+
 
 class CrossAttention(nn.Module):
     """Queries attend to a separate context sequence (used by the IDM pooler and the controller)."""

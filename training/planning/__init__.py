@@ -1,8 +1,9 @@
 """Backend-agnostic planning over real actions: CEM and MPPI through a world model `step` callable.
 
 The planner never imports the models: callers pass `step(states [B, ...], actions [B, A]) ->
-states [B, ...]` (world model with the controller composed in, on torch, onnxruntime or TensorRT)
-and `cost_fn(final_states [B, ...], goal [...]) -> [B]`. One batched `step` call per horizon step
+states [B, ...]` (world model with the controller composed in, on torch, onnxruntime or TensorRT),
+or a `ContextStep` that keeps each candidate's context (`cfg.context` says which the caller should
+build), and `cost_fn(final_states [B, ...], goal [...]) -> [B]`. One batched `step` call per horizon step
 carries every candidate of an iteration.
 
     cfg = preset("droid", seed=3)
@@ -18,11 +19,21 @@ from training.planning.cem import cem_update, plan_cem
 from training.planning.config import PRESET_FOR_ENV, PRESETS, PlannerConfig, preset
 from training.planning.costs import get_cost, l1_cost, l2_cost, pixel_cost
 from training.planning.mppi import mppi_update, plan_mppi
-from training.planning.search import CostFn, Plan, StepFn, check_inputs, evaluate, final_states, search
+from training.planning.search import (
+    ContextStep,
+    CostFn,
+    Plan,
+    StepFn,
+    check_inputs,
+    evaluate,
+    final_states,
+    search,
+)
 
 __all__ = [
     "PRESETS",
     "PRESET_FOR_ENV",
+    "ContextStep",
     "CostFn",
     "Plan",
     "PlannerConfig",
@@ -44,7 +55,7 @@ __all__ = [
 
 
 def plan(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     initial_state: Tensor,
     goal: Tensor,

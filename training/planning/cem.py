@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from training.planning.config import PlannerConfig
-from training.planning.search import CostFn, Plan, StepFn, search
+from training.planning.search import ContextStep, CostFn, Plan, StepFn, search
 
 
 def cem_update(
@@ -28,7 +28,7 @@ def cem_update(
 
 
 def plan_cem(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     initial_state: Tensor,
     goal: Tensor,

@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 Method = Literal["cem", "mppi"]
 CostName = Literal["l1", "l2", "pixel"]
+ContextName = Literal["full", "one-frame"]
 
 METHODS = ("cem", "mppi")
 COSTS = ("l1", "l2", "pixel")
+CONTEXTS = ("full", "one-frame")
 MAX_HORIZON = 64
 MAX_SAMPLES = 4096
 MAX_ITERATIONS = 100
@@ -69,6 +71,10 @@ class PlannerConfig:
     `cost` names the cost the caller builds with `costs.get_cost`; the planner itself receives the
     callable, so the name is carried for callers (service, evaluation) rather than read here.
     `deadline_s` is seconds from the start of the call.
+    `context` says which world-model step the caller builds: "full" keeps every candidate's context
+    (all earlier predicted states, through a KV cache; the world model was trained block-causally
+    on such contexts), "one-frame" predicts from the current state alone. Like `cost`, it is read
+    by callers, since the planner only receives the step.
     """
 
     action_low: tuple[float, ...]
@@ -87,12 +93,15 @@ class PlannerConfig:
     deadline_s: float | None = None
     seed: int = 0
     cost: CostName = "l2"
+    context: ContextName = "full"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.cost not in COSTS:
             raise ValueError(f"cost must be one of {COSTS}, got {self.cost!r}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
         _int_in("horizon", self.horizon, 1, MAX_HORIZON)
         _int_in("samples", self.samples, 1, MAX_SAMPLES)
         _int_in("elites", self.elites, 1, self.samples)

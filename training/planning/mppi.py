@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from training.planning.config import PlannerConfig
-from training.planning.search import CostFn, Plan, StepFn, search
+from training.planning.search import ContextStep, CostFn, Plan, StepFn, search
 
 
 def mppi_update(
@@ -34,7 +34,7 @@ def mppi_update(
 
 
 def plan_mppi(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     initial_state: Tensor,
     goal: Tensor,

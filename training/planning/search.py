@@ -3,7 +3,10 @@ sampling loop, and its result.
 
 The planner sees the world model only as `step(states [B, ...], actions [B, A]) -> states [B, ...]`
 (the controller that maps real actions to latent actions is composed into `step` by the caller), and
-a cost `cost_fn(final_states [B, ...], goal [...]) -> [B]`. Each horizon step is ONE batched call
+a cost `cost_fn(final_states [B, ...], goal [...]) -> [B]`. A step that keeps each candidate's
+context (every earlier predicted state, as the world model was trained block-causally) is a
+`ContextStep` instead: `begin` makes the per-rollout carry (e.g. a KV cache), `advance` moves every
+candidate one step; the planner treats the carry as opaque. Each horizon step is ONE batched call
 holding every candidate of the iteration, so a batching runtime (torch, onnxruntime, TensorRT) sees
 `samples` rows at once and the planner issues exactly `horizon` calls per iteration.
 
@@ -18,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -25,6 +29,22 @@ from torch import Tensor
 from training.planning.config import PlannerConfig
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@runtime_checkable
+class ContextStep(Protocol):
+    """A step that carries each candidate's rollout context between calls (a KV cache, the states
+    so far): predictions then depend on the whole trajectory, not only the current state."""
+
+    def begin(self, state: Tensor, batch: int) -> Any:
+        """The carry of `batch` rollouts that all start at `state` `[...]` (no batch dim)."""
+        ...
+
+    def advance(self, carry: Any, actions: Tensor) -> tuple[Any, Tensor]:
+        """Apply `actions` `[B, A]`: (the new carry, the next states `[B, ...]`)."""
+        ...
+
+
 CostFn = Callable[[Tensor, Tensor], Tensor]
 # (mean [R, A], std [R, A], candidates [N, R, A], costs [N], cfg) -> (new mean, new std)
 UpdateFn = Callable[[Tensor, Tensor, Tensor, Tensor, PlannerConfig], tuple[Tensor, Tensor]]
@@ -65,22 +85,31 @@ def _add_time(timings: dict[str, float] | None, key: str, seconds: float) -> Non
 
 
 def final_states(
-    step: StepFn, state: Tensor, actions: Tensor, *, timings: dict[str, float] | None = None
+    step: StepFn | ContextStep, state: Tensor, actions: Tensor, *, timings: dict[str, float] | None = None
 ) -> Tensor:
     """Unroll `step` from one initial state under B action sequences; returns the final states.
 
     state: [...] (no batch dim), actions: [B, H, A] -> final states [B, ...]. The initial state is
     broadcast to the batch as an expanded view (no copy): `step` must not write into its input.
-    Seconds spent inside `step` are added to `timings["step"]` when given.
+    Seconds spent inside `step` (`begin` and `advance` for a `ContextStep`) are added to
+    `timings["step"]` when given.
     """
     if actions.ndim != 3:
         raise ValueError(f"actions must be [B, H, A], got shape {tuple(actions.shape)}")
     batch, horizon, _ = actions.shape
     states = state.unsqueeze(0).expand(batch, *state.shape)  # [B, ...]
+    keeps_context = isinstance(step, ContextStep)
+    if keeps_context:
+        t0 = time.perf_counter()
+        carry = step.begin(state, batch)  # type: ignore[union-attr]
+        _add_time(timings, "step", time.perf_counter() - t0)
     for h in range(horizon):
         a = actions[:, h].contiguous()  # [B, A]; contiguous for runtimes that take raw buffers
         t0 = time.perf_counter()
-        states = step(states, a)
+        if keeps_context:
+            carry, states = step.advance(carry, a)  # type: ignore[union-attr]
+        else:
+            states = step(states, a)  # type: ignore[operator]
         _add_time(timings, "step", time.perf_counter() - t0)
         if states.shape[0] != batch:
             raise RuntimeError(
@@ -90,7 +119,7 @@ def final_states(
 
 
 def evaluate(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     state: Tensor,
     goal: Tensor,
@@ -139,7 +168,7 @@ def check_inputs(initial_state: Tensor, goal: Tensor) -> None:
 
 @torch.no_grad()
 def search(
-    step: StepFn,
+    step: StepFn | ContextStep,
     cost_fn: CostFn,
     initial_state: Tensor,
     goal: Tensor,

@@ -58,7 +58,10 @@ def onnx_model(exported: tuple[Path, str]) -> LoadedModel:
 def test_the_cli_reports_every_component(exported: tuple[Path, str]) -> None:
     repo, output = exported
     assert (repo / "tiny" / "1" / "manifest.json").is_file()
-    for component in ("encoder", "idm", "world_model", "world_model_step", "decoder", "controller"):
+    for component in (
+        "encoder", "idm", "world_model", "world_model_step", "world_model_prefill", "world_model_kv_step", "decoder",
+        "controller",
+    ):
         assert component in output
 
 
@@ -116,6 +119,62 @@ def test_the_planner_makes_the_same_plan_through_onnxruntime_as_through_torch(
     torch.testing.assert_close(via_onnx.actions, via_torch.actions, atol=1e-5, rtol=0)
     assert via_onnx.cost == pytest.approx(via_torch.cost, rel=1e-5)
     assert via_onnx.history == pytest.approx(via_torch.history, rel=1e-5)
+
+
+def test_the_key_value_components_match_torch_to_1e_5_with_their_caches(exported: tuple[Path, str]) -> None:
+    """The export's own parity report (float64 torch reference, random and real inputs, batch 1 and
+    the profile's largest) holds every output of the cache components within 1e-5 of the scale."""
+    report = read_version_manifest(exported[0] / "tiny" / "1")["parity"]["onnxruntime"]
+    cases = [c for c in report["cases"] if c["component"] in ("world_model_prefill", "world_model_kv_step")]
+    assert {c["output"] for c in cases} == {"next_states", "present_keys", "present_values"}
+    assert {c["inputs"] for c in cases} == {"random", "real"}
+    assert max(c["max_abs_err"] / c["scale"] for c in cases) <= 1e-5
+
+
+def test_a_cached_rollout_through_onnxruntime_equals_the_uncached_torch_rollout(
+    onnx_model: LoadedModel, checkpoint: Path
+) -> None:
+    from exporters.torch_runtime import build_model
+    from training.models.world_model import autoregressive_rollout
+
+    model, _ = build_model(checkpoint)
+    gen = torch.Generator().manual_seed(3)
+    context = torch.nn.functional.layer_norm(torch.randn(2, 3, 16, 32, generator=gen), (32,))  # [B, 3, N, D]
+    latents = torch.randn(2, 2 + 5, 16, generator=gen)  # 2 between the observed states, then 5 steps
+    with torch.no_grad():
+        expected = autoregressive_rollout(model.world_model, context, latents[:, :2], latents[:, 2:], cached=False)  # [B, 5, N, D]
+    out = onnx_model.components["world_model_prefill"].run({"states": context.numpy(), "latents": latents[:, :3].numpy()})
+    got = [out["next_states"]]
+    for h in range(1, 5):
+        out = onnx_model.components["world_model_kv_step"].run({
+            "states": got[-1], "latents": latents[:, 2 + h].numpy(),
+            "past_keys": out["present_keys"], "past_values": out["present_values"],
+        })
+        got.append(out["next_states"])
+    assert out["present_keys"].shape[3] == 16 * 7  # 3 observed + 4 predicted frames cached
+    assert np.abs(np.stack(got, axis=1) - expected.numpy()).max() <= 1e-5 * output_scale(expected.numpy())
+
+
+def test_full_context_plans_agree_across_runtimes_and_differ_from_one_frame_plans(
+    onnx_model: LoadedModel, reference: LoadedModel, checkpoint: Path
+) -> None:
+    from exporters.torch_runtime import build_model
+    from training.evaluation.planning import latent_step
+
+    # horizon 9 > max_steps 8: the window slides in the last step, on every runtime alike
+    cfg = PlannerConfig(action_low=(-1.0,) * 3, action_high=(1.0,) * 3, horizon=9, samples=24, elites=4, iterations=2, seed=5)
+    gen = torch.Generator().manual_seed(1)
+    start, goal = (torch.nn.functional.layer_norm(torch.randn(16, 32, generator=gen), (32,)) for _ in range(2))
+    model, _ = build_model(checkpoint)
+    in_training = plan(latent_step(model, model.controller, "full"), get_cost("l1"), start, goal, cfg)
+    via_torch = plan(planner_step(reference, "full"), get_cost("l1"), start, goal, cfg)
+    via_onnx = plan(planner_step(onnx_model, "full"), get_cost("l1"), start, goal, cfg)
+    for other in (via_torch, via_onnx):
+        torch.testing.assert_close(other.actions, in_training.actions, atol=1e-5, rtol=0)
+        assert other.history == pytest.approx(in_training.history, rel=1e-5)
+    one_frame = plan(planner_step(onnx_model), get_cost("l1"), start, goal, cfg)
+    # the tiny model barely uses its context, but far more than the runtimes disagree (~1e-6)
+    assert abs(one_frame.history[0] - via_onnx.history[0]) > 1e-4
 
 
 def test_a_tampered_file_is_refused(exported: tuple[Path, str], tmp_path: Path) -> None:
@@ -201,3 +260,23 @@ def test_bench_export_times_both_runtimes_side_by_side(exported: tuple[Path, str
         assert row["ort_vs_torch"] == pytest.approx(row["onnxruntime_rows_s"] / row["torch_rows_s"])
     assert result["rows"][0]["steps"] == 4 and result["rows"][2]["steps"] is None
     assert "not timed" in result["verdict"] and "sha256" in result["checkpoint"]
+
+
+def test_bench_rollout_times_cached_and_rerun_rollouts_and_plans_side_by_side(exported: tuple[Path, str]) -> None:
+    from exporters.bench_rollout import bench_rollout
+    from training.reports import render_section
+
+    result = bench_rollout(repo=exported[0], name="tiny", context=3, steps=3, batches=(1, 2), repeats=1, plans=1)
+    assert [(r["runtime"], r["batch"]) for r in result["rows"]] == [
+        ("torch", 1), ("onnxruntime", 1), ("torch", 2), ("onnxruntime", 2)
+    ]
+    for row in result["rows"]:
+        assert row["rerun_s"] > 0 and row["cached_s"] > 0 and row["speedup"] == row["rerun_s"] / row["cached_s"]
+        assert row["gflop_cached"] < row["gflop_rerun"]
+        assert row["step_parity"] <= 1e-5 and row["rollout_diff"] <= 1e-4
+    plans = result["tables"][0]["rows"]
+    assert [r["runtime"] for r in plans] == ["torch", "onnxruntime"]
+    assert all(r["one_frame_s"] > 0 and r["full_context_s"] > 0 for r in plans)
+    assert "cached vs re-run on onnxruntime" in result["verdict"] and "load_average" in result
+    section = render_section("rollout", result)
+    assert "**load_average**" in section and "### Planning cost: one-frame vs full context" in section

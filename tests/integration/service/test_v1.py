@@ -73,7 +73,10 @@ async def test_models_health_and_docs(app_client: httpx.AsyncClient) -> None:
     (info,) = (await app_client.get("/v1/models")).json()["models"]
     assert (info["name"], info["version"], info["runtime"], info["ready"]) == (TINY_NAME, TINY_VERSION, "onnxruntime", True)
     assert (info["image_size"], info["fps"], info["latent_dim"], info["action_dim"]) == (SIZE, FPS, 16, 3)
-    assert set(info["components"]) == {"encoder", "idm", "world_model", "world_model_step", "decoder", "controller"}
+    assert set(info["components"]) == {
+        "encoder", "idm", "world_model", "world_model_step", "world_model_prefill", "world_model_kv_step", "decoder",
+        "controller",
+    }
     assert info["components"]["encoder"]["warm_batch_sizes"] == [1, 2, 4, 8, 16, 32]
     assert info["components"]["world_model_step"]["max_batch_size"] == 256
     schema = (await app_client.get("/openapi.json")).json()

@@ -31,7 +31,10 @@ def test_components_take_and_give_the_documented_shapes(loaded: LoadedModel) -> 
     rng = np.random.default_rng(0)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     assert loaded.runtime == "torch" and loaded.controller_action_dim == ACTION_DIM
-    assert set(loaded.components) == {"encoder", "idm", "world_model", "world_model_step", "decoder", "controller"}
+    assert set(loaded.components) == {
+        "encoder", "idm", "world_model", "world_model_step", "world_model_prefill", "world_model_kv_step", "decoder",
+        "controller",
+    }
     states = loaded.components["encoder"].run({"video": rng.random((2, 6, 3, px, px), dtype=np.float32)})["states"]
     assert states.shape == (2, 3, n, d) and states.dtype == np.float32
     latents = loaded.components["idm"].run({"states": states})["latents"]
@@ -40,6 +43,17 @@ def test_components_take_and_give_the_documented_shapes(loaded: LoadedModel) -> 
     assert pred.shape == (2, 2, n, d)
     nxt = loaded.components["world_model_step"].run({"states": states[:, 0], "latents": latents[:, 0]})["next_states"]
     np.testing.assert_allclose(nxt, pred[:, 0], atol=1e-5)  # the step is the world model at T=1
+    # the key/value pair: prefill one frame, then the cached step gives the world model's second output
+    first = loaded.components["world_model_prefill"].run({"states": states[:, :1], "latents": latents[:, :1]})
+    layers, heads = cfg.world_model.depth, cfg.world_model.heads
+    assert first["present_keys"].shape == (2, layers, heads, n, cfg.world_model.dim // heads)
+    np.testing.assert_allclose(first["next_states"], pred[:, 0], atol=1e-5)
+    second = loaded.components["world_model_kv_step"].run({
+        "states": states[:, 1], "latents": latents[:, 1],
+        "past_keys": first["present_keys"], "past_values": first["present_values"],
+    })
+    np.testing.assert_allclose(second["next_states"], pred[:, 1], atol=1e-5)
+    assert second["present_values"].shape == (2, layers, heads, 2 * n, cfg.world_model.dim // heads)
     frames = loaded.components["decoder"].run({"states": states})["frames"]
     assert frames.shape == (2, 6, 3, px, px) and frames.min() >= 0 and frames.max() <= 1
     ctrl = loaded.components["controller"].run({"actions": f32(5, ACTION_DIM), "states": f32(5, n, d)})["latents"]

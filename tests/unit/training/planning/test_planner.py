@@ -367,3 +367,55 @@ def test_bad_states_are_refused_before_any_step(state: Tensor, goal: Tensor, mes
     with pytest.raises(ValueError, match=message):
         plan(step, l2_cost, state, goal, cfg(iterations=2))
     assert step.batches == []  # nothing reached the world model
+
+
+# --- context-keeping steps -----------------------------------------------------------------------
+
+
+class Momentum:
+    """A world whose next state depends on the previous one too (not Markov in the state alone):
+    s' = s + a + 0.5 (s - s_prev). A `ContextStep`: the carry is (s_prev, s)."""
+
+    def __init__(self) -> None:
+        self.begun: list[int] = []
+        self.advanced: list[int] = []
+
+    def begin(self, state: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        self.begun.append(batch)
+        s = state.expand(batch, *state.shape)
+        return s, s
+
+    def advance(self, carry: tuple[Tensor, Tensor], actions: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        self.advanced.append(actions.shape[0])
+        prev, s = carry
+        nxt = s + actions + 0.5 * (s - prev)
+        return (s, nxt), nxt
+
+
+def test_a_context_step_carries_its_context_through_the_rollout() -> None:
+    from training.planning import ContextStep
+
+    world = Momentum()
+    assert isinstance(world, ContextStep) and not isinstance(additive, ContextStep)
+    actions = torch.ones(2, 3, 4)
+    final = final_states(world, torch.zeros(4), actions, timings=(timings := {}))
+    # velocities 1, 1.5, 1.75: positions 1, 2.5, 4.25 — the Markov view of the same world gives 3
+    assert torch.allclose(final, torch.full((2, 4), 4.25))
+    assert world.begun == [2] and world.advanced == [2, 2, 2] and timings["step"] > 0
+
+
+def test_cem_plans_through_a_context_step_in_one_batched_call_per_horizon_step() -> None:
+    world = Momentum()
+    config = cfg(iterations=8)
+    result = plan_cem(world, l2_cost, torch.zeros(4), GOAL, config)
+    assert world.begun == [config.samples] * config.iterations
+    assert world.advanced == [config.samples] * config.iterations * config.horizon
+    assert result.cost < 0.05  # CEM finds the sequence in the momentum world too
+    final = final_states(Momentum(), torch.zeros(4), result.actions[None])[0]
+    assert float(l2_cost(final[None], GOAL)[0]) == pytest.approx(result.cost, abs=1e-5)
+
+
+def test_context_is_validated_and_kept_by_presets() -> None:
+    assert preset("recon").context == "full" and preset("recon", context="one-frame").context == "one-frame"
+    with pytest.raises(ValueError, match="context must be one of"):
+        cfg(context="two-frames")
