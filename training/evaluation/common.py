@@ -79,6 +79,12 @@ class GeneratedSet:
     def __len__(self) -> int:
         return len(self.seeds)
 
+    def first_states(self, states: int, tubelet: int = 2) -> GeneratedSet:
+        """The clips cut to their first `states` states (a model's world model and decoder take at most
+        `max_steps`)."""
+        steps = min(states, self.video.shape[1] // tubelet) - 1
+        return GeneratedSet(self.video[:, : (steps + 1) * tubelet], self.motion[:, :steps], self.valid[:, :steps], self.seeds)
+
 
 def step_motion(motion: ClipMotion, states: int, frame_stride: int, tubelet: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(motion [states-1, 3], valid [states-1]) of a generated clip sampled every `frame_stride`
@@ -97,12 +103,17 @@ def step_motion(motion: ClipMotion, states: int, frame_stride: int, tubelet: int
     return out, valid
 
 
-@cache
 def heldout_generated(
     size: int, fps: float = 4.0, clips: int = 48, seed: int = HELDOUT_GENERATED_SEED, tubelet: int = 2
 ) -> GeneratedSet:
     """`clips` generated clips the model never trained on, through the training data path (MP4, then
-    decoded at `fps`, resized and centre-cropped to `size`), with their per-step motion."""
+    decoded at `fps`, resized and centre-cropped to `size`), with their per-step motion. Kept per
+    process: the probe, the IDM headline and the transfer test share them."""
+    return _heldout_generated(int(size), float(fps), int(clips), int(seed), int(tubelet))
+
+
+@cache
+def _heldout_generated(size: int, fps: float, clips: int, seed: int, tubelet: int) -> GeneratedSet:
     cfg = GeneratorConfig()
     stride = cfg.fps / fps
     if abs(stride - round(stride)) > 1e-9:

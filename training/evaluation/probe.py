@@ -328,14 +328,18 @@ def _png_base64(frame: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def service_latents(url: str, fps: float = 4.0, timeout_s: float = 120.0) -> Callable[[torch.Tensor], np.ndarray]:
+def service_latents(
+    url: str, fps: float = 4.0, timeout_s: float = 120.0, *, api_key: str | None = None, transport: Any = None
+) -> Callable[[torch.Tensor], np.ndarray]:
     """Latents of clips `[C, T, 3, H, W]` from a running service's `POST /v1/latent-actions`
-    (JSON frames as PNG, lossless): `[C, S-1, Z]`."""
+    (JSON frames as PNG, lossless): `[C, S-1, Z]`. `transport`: an httpx transport (tests)."""
     import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def fetch(video: torch.Tensor) -> np.ndarray:
         out = []
-        with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s) as client:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=headers, transport=transport) as client:
             for clip in video.permute(0, 1, 3, 4, 2).numpy():  # [T, H, W, 3]
                 response = client.post("/v1/latent-actions", json={"frames": [_png_base64(f) for f in clip], "fps": fps})
                 response.raise_for_status()
