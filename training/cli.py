@@ -294,7 +294,12 @@ def eval_planning(
     """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, oracles over the
     true simulator, prior mean, random straight line, random and zero; normalised scores."""
     from training.evaluation.common import load_model
-    from training.evaluation.planning import DEFAULT_EPISODES, PRESET_FOR_ENV, PlanningSuite, run_planning_suite
+    from training.evaluation.planning import (
+        DEFAULT_EPISODES,
+        PRESET_FOR_ENV,
+        PlanningSuite,
+        run_planning_suite,
+    )
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")

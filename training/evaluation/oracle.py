@@ -235,7 +235,14 @@ def oracle_rows(
     """Just the oracle rows for one encoder, on the planning suite's held-out episodes (same seeds):
     oracle with each cost, the random planner, and the normalised score of each. Quick to rerun for
     a candidate encoder: nothing is trained."""
-    from training.evaluation.planning import PRESET_FOR_ENV, ORACLE_NAMES, RANDOM_NAME, evaluate_planner, metric_names, random_chooser
+    from training.evaluation.planning import (
+        ORACLE_NAMES,
+        PRESET_FOR_ENV,
+        RANDOM_NAME,
+        evaluate_planner,
+        metric_names,
+        random_chooser,
+    )
     from training.planning import preset
 
     cfg = preset(PRESET_FOR_ENV[env], seed=seed, **planner_overrides)
