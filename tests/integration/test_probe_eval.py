@@ -83,3 +83,33 @@ def test_idm_headline_is_against_another_videos_latents() -> None:
     assert names[0] == "generated (held-out)" and names[-1] == "mean (real)"
     assert result["verdict"].startswith("IDM latents lower the one-step error by")
     assert result["reduction_vs_shuffled"] == result["rows"][-1]["reduction_vs_shuffled"]
+
+
+def test_the_commands_write_json_that_lawm_docs_renders(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+    from training.reports import write_docs
+
+    from ..unit.exporters.tiny import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny", controller=None)
+    results = tmp_path / "docs" / "results"
+    runner = CliRunner()
+    for args in (
+        ["probe", "--clips", str(CLIPS), "--episodes", "3", "--json", str(results / "probe.json")],
+        ["motion-transfer", "--clips", str(CLIPS), "--json", str(results / "motion-transfer.json")],
+        ["oracle", "--env", "navigation", "--episodes", "2", "--planner", "samples=8", "--planner", "elites=2",
+         "--json", str(results / "oracle-navigation.json")],
+    ):
+        outcome = runner.invoke(app, ["eval", args[0], "--checkpoint", str(checkpoint), *args[1:]])
+        assert outcome.exit_code == 0, outcome.output
+    oracle = json.loads((results / "oracle-navigation.json").read_text())
+    assert [r["planner"] for r in oracle["rows"]] == [
+        "oracle: pose cost", "oracle: pixel L2", "oracle: encoder-state L2", "random actions (uniform per step)"]
+    assert oracle["rows"][0]["ate_norm"] == 1.0 and oracle["rows"][-1]["rpe_norm"] == 0.0
+    assert oracle["command"].endswith("--planner samples=8 --planner elites=2")
+    (page,) = write_docs(tmp_path / "docs")
+    text = page.read_text()
+    assert "## Do the latents carry the motion?" in text and "### R² per target: manipulation" in text
+    assert "| constant: no motion |" in text and "![motion-transfer](img/motion-transfer.png)" in text
