@@ -275,6 +275,9 @@ def probe_table(
         rows.insert(1, _row("generated camera motion", "IDM latent, served", MOTION_NAMES,
                             probe_r2(online.latents, online.targets, online.groups, seed=seed)))
         extra["served_max_abs_diff"] = float(np.abs(fetched - offline_z).max())
+        served_r2 = rows[1]["r2_mean"]
+        extra["served_note"] = (f"the running service's latents: R² {served_r2:.4f} vs {rows[0]['r2_mean']:.4f} offline, "
+                                f"largest latent difference {extra['served_max_abs_diff']:.2g}")
     for env in ("navigation", "manipulation"):
         eps = probe_episodes(env, episodes, image_size=size)
         rows += feature_rows(env, episode_features(model, eps), seed)
@@ -293,7 +296,7 @@ def probe_table(
         f"dropped), {episodes} navigation and {episodes} manipulation episodes of 16 actions (seeds "
         f"{PROBE_EPISODE_SEED}+); shortcut row: variance-weighted R² of the pooled state change predicted from the latent",
         "checkpoint": getattr(model, "source", None),
-        "verdict": probe_verdict(rows),
+        "verdict": probe_verdict(rows) + (f"; {extra['served_note']}" if "served_note" in extra else ""),
         "rows": summary,
         "tables": tables,
         **extra,
