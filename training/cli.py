@@ -213,11 +213,12 @@ def eval_idm(
     unconstrained: Annotated[Path | None, typer.Option(help="a LAM trained with model.regularizer.kind=none on the same encoder")] = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """One-step prediction error on held-out real clips: IDM latents vs zero, shuffled and unconstrained."""
+    """One-step prediction error on held-out generated and real clips: IDM latents vs another clip's
+    latents (the headline), zero latents and the unconstrained LAM."""
     from training.evaluation.common import load_lam
 
     extra = {"unconstrained": load_lam(unconstrained)} if unconstrained else {}
-    _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out real clips, representation L1)", **extra)
+    _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out clips, representation L1)", **extra)
 
 
 @eval_app.command("leak")
@@ -234,42 +235,136 @@ def eval_transfer(checkpoint: CheckpointOpt = Path("models/demo"), json_path: Js
     _evaluate("transfer", checkpoint, json_path, "Cycle-consistent transfer (held-out real clips)")
 
 
-@eval_app.command("planning")
-@friendly_errors
-def eval_planning(
-    env: Annotated[str, typer.Option(help="manipulation (DROID protocol) or navigation (RECON protocol)")] = "manipulation",
-    checkpoint: CheckpointOpt = Path("models/demo"),
-    episodes: Annotated[int, typer.Option(help="held-out episodes")] = 16,
-    seed: int = 0,
-    planner: Annotated[list[str] | None, typer.Option(help="planner setting KEY=VALUE over the preset, e.g. init_std=0.1 (repeatable)")] = None,
-    context: Annotated[list[str] | None, typer.Option(help="world-model context: full or one-frame; repeat to compare both in one run")] = None,
-    json_path: JsonOpt = None,
-) -> None:
-    """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, random, zero."""
+def _planner_settings(planner: list[str] | None) -> dict[str, Any]:
     import yaml
 
-    from training.evaluation.common import load_lam
-    from training.evaluation.planning import PlanningSuite, run_planning_suite
-    from training.planning import PRESET_FOR_ENV
-
-    if env not in PRESET_FOR_ENV:
-        raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
     settings = {}
     for item in planner or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--planner takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
+    return settings
+
+
+PlannerOpt = Annotated[list[str] | None, typer.Option(help="planner setting KEY=VALUE over the preset, e.g. init_std=0.1 (repeatable)")]
+EpisodesOpt = Annotated[int | None, typer.Option(help="held-out episodes (default: 32 navigation, 16 manipulation)")]
+
+
+@eval_app.command("planning")
+@friendly_errors
+def eval_planning(
+    env: Annotated[str, typer.Option(help="manipulation (DROID protocol) or navigation (RECON protocol)")] = "manipulation",
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    episodes: EpisodesOpt = None,
+    seed: int = 0,
+    oracles: Annotated[bool, typer.Option(help="also plan with the true simulator (pose, pixel and encoder-state costs)")] = True,
+    planner: PlannerOpt = None,
+    context: Annotated[list[str] | None, typer.Option(help="world-model context: full or one-frame; repeat to compare both in one run")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Plan on recorded episodes: latent-action WM + controller vs action-labelled WM, oracles over the
+    true simulator, prior mean, random straight line, random and zero; normalised scores."""
+    from training.evaluation.common import load_lam
+    from training.evaluation.planning import (
+        DEFAULT_EPISODES,
+        PRESET_FOR_ENV,
+        PlanningSuite,
+        run_planning_suite,
+    )
+
+    if env not in PRESET_FOR_ENV:
+        raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
+    episodes = episodes or DEFAULT_EPISODES[env]
+    settings = _planner_settings(planner)
     try:
         result = run_planning_suite(
             load_lam(checkpoint), env, PlanningSuite(eval_episodes=episodes, seed=seed),
-            contexts=tuple(context) if context else None, **settings,
+            contexts=tuple(context) if context else None, oracles=oracles, **settings,
         )
     except ValueError as e:  # a planner setting out of range: PlannerConfig names the field
         raise typer.BadParameter(str(e)) from None
-    result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
+    result["command"] = f"lawm eval planning --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + (
+        "" if oracles else " --no-oracles"
+    ) + "".join(f" --planner {item}" for item in planner or []) + "".join(f" --context {c}" for c in context or [])
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
+@eval_app.command("oracle")
+@friendly_errors
+def eval_oracle(
+    env: Annotated[str, typer.Option(help="manipulation (DROID protocol) or navigation (RECON protocol)")] = "navigation",
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    episodes: EpisodesOpt = None,
+    seed: int = 0,
+    planner: PlannerOpt = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Only the oracle rows (true simulator; pose, pixel and this checkpoint's encoder-state costs) and
+    random, with normalised scores: how good a planning cost the encoder is, with nothing trained on it."""
+    from training.evaluation.common import load_lam
+    from training.evaluation.oracle import model_encoder, oracle_rows
+    from training.evaluation.planning import DEFAULT_EPISODES, PRESET_FOR_ENV
+
+    if env not in PRESET_FOR_ENV:
+        raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")
+    episodes = episodes or DEFAULT_EPISODES[env]
+    model = load_lam(checkpoint)
+    try:
+        result = oracle_rows(env, model_encoder(model), episodes, seed=seed, image_size=model.cfg.encoder.image_size,
+                             **_planner_settings(planner))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    result["checkpoint"] = str(checkpoint)
+    result["command"] = f"lawm eval oracle --env {env} --checkpoint {checkpoint} --episodes {episodes} --seed {seed}" + "".join(
         f" --planner {item}" for item in planner or []
-    ) + "".join(f" --context {c}" for c in context or [])
+    )
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
+@eval_app.command("probe")
+@friendly_errors
+def eval_probe(
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    clips: Annotated[int, typer.Option(help="held-out generated clips")] = 96,
+    episodes: Annotated[int, typer.Option(help="navigation and manipulation episodes (16 actions each)")] = 48,
+    seed: int = 0,
+    url: Annotated[str | None, typer.Option(help="also probe latents from a running service, e.g. http://127.0.0.1:8000")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LAWM_API_KEY", help="the service's API key, if it asks for one")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """Held-out ridge probe R² from latents (and reference features) to the true motion: generated camera
+    motion, navigation actions, manipulation displacement + gripper."""
+    from training.evaluation.common import load_lam
+    from training.evaluation.probe import probe_table, service_latents
+
+    model = load_lam(checkpoint)
+    served = service_latents(url, fps=4.0, api_key=api_key) if url else None
+    result = probe_table(model, clips=clips, episodes=episodes, seed=seed, served=served)
+    result["command"] = f"lawm eval probe --checkpoint {checkpoint} --clips {clips} --episodes {episodes} --seed {seed}" + (
+        f" --url {url}" if url else ""
+    )
+    print_table(result["title"], result["rows"])
+    for table in result["tables"]:
+        print_table(table["title"], table["rows"])
+    write_json(json_path, result)
+
+
+@eval_app.command("motion-transfer")
+@friendly_errors
+def eval_motion_transfer(
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    clips: Annotated[int, typer.Option(help="held-out generated clips (half fit the probe, half form pairs)")] = 96,
+    json_path: JsonOpt = None,
+) -> None:
+    """A's latents on B's first state: does the decoded render (and its re-inferred latents) move like A?"""
+    from training.evaluation.common import load_lam
+    from training.evaluation.transfer import motion_transfer
+
+    result = motion_transfer(load_lam(checkpoint), clips=clips)
+    result["command"] = f"lawm eval motion-transfer --checkpoint {checkpoint} --clips {clips}"
     print_table(result["title"], result["rows"])
     write_json(json_path, result)
 

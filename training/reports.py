@@ -17,15 +17,22 @@ HEADERS = {
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "—"  # not defined for this row (e.g. R² of a constant target)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value).replace("|", "\\|")  # e.g. "|C|=16" must not split the cell
 
 
+def table_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Every column any row has, in order of first appearance (rows may differ in their columns)."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    keys = list(rows[0])
+    keys = table_keys(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in rows]
     return "\n".join(lines)
@@ -55,6 +62,7 @@ PLOTS = {
     "planning-navigation": ("planner", ("ate", "rpe")),
     "planning-navigation-var10": ("planner", ("ate", "rpe")),
     "planning-manipulation-var10": ("planner", ("delta_xyz",)),
+    "motion-transfer": ("measurement", ("error_to_a", "error_to_b")),
 }
 # Tables whose columns have different scales: one small panel per column.
 PANELS = {
@@ -109,11 +117,13 @@ def plot_section(stem: str, payload: dict[str, Any], out: Path) -> Path | None:
         fig.suptitle(payload.get("title", stem), fontsize=9)
     else:
         width = 0.8 / len(value_keys)
-        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 4.2 if len(rows) > 5 else 3.2), dpi=100)
         for i, key in enumerate(value_keys):
             xs = [j + i * width for j in range(len(rows))]
             ax.bar(xs, [r.get(key, 0.0) for r in rows], width, label=key)
-        ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
+        crowded = len(rows) > 5  # long planner names side by side would overlap
+        ax.set_xticks([j + width * (len(value_keys) - 1) / 2 for j in range(len(rows))], labels, fontsize=7 if crowded else 8,
+                      rotation=30 if crowded else 0, ha="right" if crowded else "center")
         ax.set_title(payload.get("title", stem), fontsize=9)
         ax.legend(fontsize=8)
     return _save(plt, fig, out)

@@ -293,8 +293,33 @@ class ManipulationEnv:
 
     # -- physics
 
+    def get_state(self) -> np.ndarray:
+        """The whole dynamic state as float64 [8 + 3n]: tool point xyz, gripper closure, carried block
+        index (-1 for none), carry offset xyz, then each block's (x, y, bottom z). Sizes, colours and
+        textures are fixed by the seed, so `set_state` of this vector restores the world exactly."""
+        carried = -1.0 if self._carried is None else float(self._carried)
+        blocks = [v for b in self._blocks for v in (b.x, b.y, b.z)]
+        return np.array([*self._ee, self._grip, carried, *self._carry_offset, *blocks], dtype=np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a vector from `get_state` (of an env with the same seed)."""
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (8 + 3 * len(self._blocks),):
+            raise ValueError(f"state must be [{8 + 3 * len(self._blocks)}] for {len(self._blocks)} blocks, got {state.shape}")
+        self._ee = state[:3].copy()
+        self._grip = float(state[3])
+        self._carried = None if state[4] < 0 else int(state[4])
+        self._carry_offset = state[5:8].copy()
+        for b, (x, y, z) in zip(self._blocks, state[8:].reshape(-1, 3), strict=True):
+            b.x, b.y, b.z = float(x), float(y), float(z)
+
     def step(self, action: np.ndarray | list[float] | tuple[float, ...]) -> np.ndarray:
         """Apply a displacement and gripper change (clipped); returns the new frame."""
+        self.advance(action)
+        return self.render()
+
+    def advance(self, action: np.ndarray | list[float] | tuple[float, ...]) -> None:
+        """`step` without rendering: the physics only (an oracle planner simulates many candidates)."""
         a = self.clip_action(action)
         low, high = self.workspace()
         target = np.clip(self._ee + a[:3], low, high)
@@ -303,7 +328,6 @@ class ManipulationEnv:
         for _ in range(n):
             self._move(delta / n)
         self._set_grip(float(np.clip(self._grip + a[3], 0.0, 1.0)))
-        return self.render()
 
     def _move(self, d: np.ndarray) -> None:
         prev = self._ee

@@ -242,6 +242,14 @@ class NavigationEnv:
         self._pose = self._start.copy()
         return self.render()
 
+    def set_pose(self, pose: np.ndarray | list[float] | tuple[float, float, float]) -> None:
+        """Put the camera at (x, y, heading) without rendering: the world is static, so a pose is
+        the whole state (an oracle planner renders candidates' end poses this way)."""
+        pose = np.asarray(pose, dtype=np.float64).reshape(-1)
+        if pose.shape != (3,) or not np.isfinite(pose).all():
+            raise ValueError(f"a pose is 3 finite numbers (x, y, heading), got {pose!r}")
+        self._pose = pose.copy()
+
     def step(self, action: np.ndarray | list[float] | tuple[float, ...]) -> np.ndarray:
         """Apply a camera-relative action (translate, then turn); returns the new frame."""
         forward, lateral, yaw = self.clip_action(action)

@@ -1,8 +1,9 @@
 """"Latents carry the action" and "no future leak" (PAPER-NOTES §3.1, §3.2, Table 1).
 
 - `idm_prediction_error`: one-step, teacher-forced prediction error in representation space
-  (L1) on held-out clips, with the IDM's latents vs with zero latents. The IDM sees the future
-  state, so this is the upper bound the paper reports as capacity.
+  (L1) on held-out clips, with the IDM's latents vs another clip's latents (the headline: zero
+  latents are off-distribution, so beating them says little). The IDM sees the future state, so
+  this is the upper bound the paper reports as capacity.
 - `scene_cut_test`: swap the ends of two clips, so that the step after the cut shows another
   scene. A latent that merely encodes "motion" cannot explain the new scene, so the error at
   the cut should spike; no spike would mean the latent copies the next frame.
@@ -14,65 +15,119 @@ from typing import Any
 
 import torch
 
-from training.evaluation.common import heldout_videos
+from training.evaluation.common import heldout_generated, heldout_videos
 from training.models.lam import LatentActionModel
 
 
 @torch.no_grad()
-def step_errors(model: LatentActionModel, video: torch.Tensor, latents_from: str = "idm") -> torch.Tensor:
+def step_errors(
+    model: LatentActionModel, video: torch.Tensor, latents_from: str = "idm", other: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-step one-step L1 errors `[C, S-1]` of clips `[C, T, 3, H, W]`.
 
-    `latents_from`: "idm" (the clip's own latents), "zero", or "shuffled" (each clip gets the
-    latents of another clip: same distribution, no information about this clip's motion).
+    `latents_from`: "idm" (the clip's own latents), "zero", or "shuffled": each clip gets the
+    latents of a clip of *another video* (same distribution, nothing about this clip's motion):
+    clip i of `other` (`[C', T, 3, H, W]`, cycled), or, without `other`, the next clip of `video`
+    (for clips that are each their own video, such as generated ones).
     """
     states = model.encode(video)  # [C, S, N, D]
     latents = model.latent_actions(states)  # [C, S-1, Z]
     if latents_from == "zero":
         latents = torch.zeros_like(latents)
     elif latents_from == "shuffled":
-        latents = latents.roll(1, dims=0)
+        if other is None:
+            latents = latents.roll(1, dims=0)
+        else:
+            foreign = model.latent_actions(model.encode(other))  # [C', S-1, Z]
+            latents = foreign[torch.arange(len(video)) % len(foreign)]
     predictions = model.world_model(states[:, :-1], latents)  # [C, S-1, N, D]
     return (predictions - states[:, 1:]).abs().mean(dim=(-1, -2))
 
 
+def _row(name: str, clips: int, errors: dict[str, float]) -> dict[str, Any]:
+    idm, zero, shuffled = errors["idm"], errors["zero"], errors["shuffled"]
+    row = {"video": name, "clips": clips, "idm_l1": idm, "shuffled_l1": shuffled, "zero_l1": zero,
+           "reduction_vs_shuffled": 1 - idm / shuffled, "reduction": 1 - idm / zero}
+    if "unconstrained" in errors:
+        row["unconstrained_l1"] = errors["unconstrained"]
+    return row
+
+
+GENERATED_CLIPS = 48
+BAR_GENERATED, BAR_REAL = 0.25, 0.10
+
+
 @torch.no_grad()
 def idm_prediction_error(
-    model: LatentActionModel, clips_per_file: int = 6, unconstrained: LatentActionModel | None = None
+    model: LatentActionModel,
+    clips_per_file: int = 6,
+    unconstrained: LatentActionModel | None = None,
+    generated_clips: int = GENERATED_CLIPS,
 ) -> dict[str, Any]:
-    """IDM vs zero and shuffled latents; with `unconstrained` (a LAM trained without a regularizer
-    on the same frozen encoder), also that model's IDM error: the capacity upper bound."""
+    """IDM vs another clip's latents (the headline) and vs zero latents, on held-out generated clips
+    (steps across a scene cut left out) and held-out real clips; with `unconstrained` (a LAM trained
+    without a regularizer on the same frozen encoder), also that model's IDM error: the capacity
+    upper bound. The last row is the real clips' mean (the sweep reads it)."""
     if unconstrained is not None and unconstrained.cfg.encoder != model.cfg.encoder:
         raise ValueError("the unconstrained baseline must share the model's encoder (same representation space)")
+    modes = ("idm", "zero", "shuffled")
     rows = []
-    for name, video in heldout_videos(model, clips_per_file).items():
-        idm, zero, shuffled = (step_errors(model, video, m).mean().item() for m in ("idm", "zero", "shuffled"))
-        row = {"video": name, "clips": len(video), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
-               "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
+    if generated_clips > 1:
+        tubelet = model.cfg.encoder.tubelet
+        data = heldout_generated(model.cfg.encoder.image_size, clips=generated_clips, tubelet=tubelet)
+        data = data.first_states(model.cfg.world_model.max_steps + 1, tubelet)  # the WM sees all but the last state
+        valid = torch.from_numpy(data.valid)
+        errors = {m: step_errors(model, data.video, m)[valid].mean().item() for m in modes}
         if unconstrained is not None:
-            row["unconstrained_l1"] = step_errors(unconstrained, video).mean().item()
-        rows.append(row)
-    idm, zero, shuffled = (sum(r[k] for r in rows) / len(rows) for k in ("idm_l1", "zero_l1", "shuffled_l1"))
-    mean = {"video": "mean", "clips": sum(r["clips"] for r in rows), "idm_l1": idm, "zero_l1": zero, "shuffled_l1": shuffled,
-            "reduction": 1 - idm / zero, "reduction_vs_shuffled": 1 - idm / shuffled}
-    if unconstrained is not None:
-        mean["unconstrained_l1"] = sum(r["unconstrained_l1"] for r in rows) / len(rows)
-    rows.append(mean)
-    reduction = 1 - idm / zero
-    return {
-        "title": "Latents carry the action: IDM one-step prediction error vs a zero latent",
-        "verdict": f"IDM latents lower the error by {reduction:.1%} vs zero latents (bar: at least 20%): "
-        f"{'pass' if reduction >= 0.2 else 'FAIL'}; by {1 - idm / shuffled:.1%} vs another clip's latents",
-        "protocol": "one-step teacher-forced L1 in representation space on held-out real clips: carphone_pristine "
-        "(never trained on) and the last 30% of bikes, 8-frame clips (2 s at 4 fps, 4 latent steps); 'shuffled' gives "
-        "each clip another clip's latents (same distribution, no information about this clip's motion)",
+            errors["unconstrained"] = step_errors(unconstrained, data.video)[valid].mean().item()
+        rows.append(_row("generated (held-out)", len(data), errors))
+    videos = list(heldout_videos(model, clips_per_file).items())
+    real = []
+    for i, (name, video) in enumerate(videos):
+        other = videos[(i + 1) % len(videos)][1] if len(videos) > 1 else None
+        errors = {m: step_errors(model, video, m, other).mean().item() for m in modes}
+        if unconstrained is not None:
+            errors["unconstrained"] = step_errors(unconstrained, video).mean().item()
+        row = _row(name, len(video), errors)
+        # Within one video, another clip's latents share the video's look: with only two real
+        # videos, the gap between the two shuffles is how much the latents carry the video, not the motion.
+        row["shuffled_within_video_l1"] = step_errors(model, video, "shuffled").mean().item()
+        real.append(row)
+    keys = ("idm", "zero", "shuffled") + (("unconstrained",) if unconstrained is not None else ())
+    mean_errors = {k: sum(r[f"{k}_l1"] for r in real) / len(real) for k in keys}
+    mean = _row("mean (real)", sum(r["clips"] for r in real), mean_errors)
+    mean["shuffled_within_video_l1"] = sum(r["shuffled_within_video_l1"] for r in real) / len(real)
+    rows += [*real, mean]
+    generated = rows[0] if generated_clips > 1 else None
+    verdict = []
+    if generated is not None:
+        g = generated["reduction_vs_shuffled"]
+        verdict.append(f"IDM latents lower the one-step error by {g:.1%} vs another clip's latents on held-out generated "
+                       f"clips (bar: 25%): {'pass' if g >= BAR_GENERATED else 'FAIL'}")
+    r = mean["reduction_vs_shuffled"]
+    within = 1 - mean["idm_l1"] / mean["shuffled_within_video_l1"]
+    verdict.append(f"by {r:.1%} on held-out real clips (bar: 10%): {'pass' if r >= BAR_REAL else 'FAIL'} "
+                   f"({within:.1%} vs another clip of the same video)")
+    verdict.append(f"vs zero latents (off-distribution, not a test of the action): {mean['reduction']:.1%} on real clips")
+    result = {
+        "title": "Latents carry the action: IDM one-step prediction error vs another clip's latents",
+        "verdict": "; ".join(verdict),
+        "protocol": "one-step teacher-forced L1 in representation space. 'shuffled' (the headline baseline) gives each clip "
+        "the latents of a clip of another video: same distribution, no information about this clip's motion; 'zero' is "
+        f"off-distribution and only a secondary column. Held-out generated clips: {generated_clips} procedural clips never "
+        "trained on (6 s at 4 fps, 11 latent steps; steps across a scene cut left out). Held-out real clips: carphone_pristine "
+        "(never trained on) and the last 30% of bikes, 8-frame clips (2 s at 4 fps, 4 latent steps), shuffled across the two videos",
         "checkpoint": getattr(model, "source", None),
         "rows": rows,
-        "idm_l1": idm,
-        "zero_l1": zero,
-        "shuffled_l1": shuffled,
-        "reduction": reduction,
-        "reduction_vs_shuffled": 1 - idm / shuffled,
+        "idm_l1": mean["idm_l1"],
+        "zero_l1": mean["zero_l1"],
+        "shuffled_l1": mean["shuffled_l1"],
+        "reduction": mean["reduction"],
+        "reduction_vs_shuffled": mean["reduction_vs_shuffled"],
     }
+    if generated is not None:
+        result["reduction_vs_shuffled_generated"] = generated["reduction_vs_shuffled"]
+    return result
 
 
 @torch.no_grad()

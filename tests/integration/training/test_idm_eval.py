@@ -16,7 +16,8 @@ def tiny(**overrides: object) -> LatentActionModel:
 
 def test_idm_eval_reports_zero_shuffled_and_unconstrained() -> None:
     model, free = tiny(), tiny(**{"model.regularizer.kind": "none"})
-    result = idm_prediction_error(model, clips_per_file=2, unconstrained=free)
+    result = idm_prediction_error(model, clips_per_file=2, unconstrained=free, generated_clips=8)
+    assert "unconstrained_l1" in result["rows"][0]  # the generated clips' row too
     mean = result["rows"][-1]
     assert {"idm_l1", "zero_l1", "shuffled_l1", "unconstrained_l1"} <= set(mean)
     assert mean["reduction"] == pytest.approx(1 - mean["idm_l1"] / mean["zero_l1"])

@@ -23,7 +23,7 @@ from training.planning import preset
 def test_metrics_of_the_true_actions_are_zero() -> None:
     nav = record_episode("navigation", 0, steps=8, image_size=32)
     manip = record_episode("manipulation", 0, steps=3, image_size=32)
-    assert trajectory_metrics("navigation", nav, nav.actions[:8], 8) == {"ate": 0.0, "rpe": 0.0}
+    assert trajectory_metrics("navigation", nav, nav.actions[:8], 8) == {"ate": 0.0, "rpe": 0.0, "heading": 0.0}
     assert trajectory_metrics("manipulation", manip, manip.actions[:3], 3) == {"delta_xyz": 0.0}
 
 

@@ -45,7 +45,10 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
         assert math.isclose(row["reduction"], 1 - row["idm_l1"] / row["zero_l1"], rel_tol=1e-6)
         assert math.isclose(row["idm_vs_unconstrained"], row["idm_l1"] / rows[2]["idm_l1"], rel_tol=1e-9)
     (reference,) = table["tables"]
-    assert [r["planner"] for r in reference["rows"]] == ["action-labelled WM", "random actions", "zero action"]
+    assert [r["planner"] for r in reference["rows"]] == [
+        "action-labelled WM", "oracle: pose cost", "oracle: pixel L2", "oracle: encoder-state L2", "prior mean held constant",
+        "random straight line (initial Gaussian)", "random actions (uniform per step)", "zero action",
+    ]
     assert table["suite"]["eval_episodes"] == 2
 
     log = sparse.parent / "metrics.jsonl"  # as a training run leaves it beside its checkpoint
@@ -60,7 +63,7 @@ def test_capacity_table_has_a_row_per_variant_and_the_reference_planners_once(tm
     (page,) = write_docs(docs)
     text = page.read_text()
     assert "| sparse-low |" in text and "| noisy-mid |" in text
-    assert "### Reference planners" in text and "| random actions |" in text
+    assert "### Reference planners" in text and "| random actions (uniform per step) |" in text
     assert "![sweep](img/sweep.png)" in text and (docs / "img" / "sweep.png").stat().st_size > 1000
     assert "![sweep-curves0](img/sweep-curves0.png)" in text and (docs / "img" / "sweep-curves0.png").stat().st_size > 1000
 

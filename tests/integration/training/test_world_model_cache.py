@@ -19,7 +19,7 @@ import torch
 
 from exporters.components import build_graph
 from exporters.real_inputs import real_clips
-from training.evaluation.common import load_model
+from training.evaluation.common import load_lam
 from training.models.world_model import autoregressive_rollout
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
@@ -28,7 +28,7 @@ CONTEXT, STEPS = 8, 8
 
 @pytest.fixture(scope="module")
 def clips() -> dict[str, torch.Tensor]:
-    model = load_model(DEMO).eval()
+    model = load_lam(DEMO).eval()
     video, _ = real_clips(2, 2 * (CONTEXT + STEPS), model.cfg.encoder.image_size)  # carphone, bikes
     with torch.inference_mode():
         states = model.encode(torch.from_numpy(video))  # [2, 16, N, D]

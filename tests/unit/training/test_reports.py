@@ -21,3 +21,8 @@ def test_tables_and_plots_come_from_the_json(tmp_path: Path) -> None:
 def test_markdown_table_formats_floats() -> None:
     assert markdown_table([{"x": 1.23456789, "y": "s"}]).splitlines()[-1] == "| 1.235 | s |"
     assert markdown_table([{"regularizer": "discrete |C|=16"}]).splitlines()[-1] == "| discrete \\|C\\|=16 |"
+
+
+def test_rows_may_differ_in_their_columns_and_undefined_values_show_a_dash() -> None:
+    lines = markdown_table([{"a": 1.0}, {"a": None, "b": "x"}]).splitlines()
+    assert lines[0] == "| a | b |" and lines[2:] == ["| 1 |  |", "| — | x |"]
