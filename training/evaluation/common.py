@@ -14,8 +14,8 @@ from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import DataConfig
 from training.data.corpus import EVAL_FRAMES, sample_refs
 from training.data.dataset import fixed_clips
-from training.data.generator import ClipMotion, GeneratorConfig, clip_seed, generate_clip, write_clip
-from training.data.video import decode_all
+from training.data.generator import ClipMotion, GeneratorConfig, clip_seed, generate_clip
+from training.data.video import decode_all, write_mp4
 from training.models.lam import LatentActionModel
 
 
@@ -124,7 +124,7 @@ def _heldout_generated(size: int, fps: float, clips: int, seed: int, tubelet: in
         for i in range(clips):
             clip_seed_i = clip_seed(seed, i)
             frames, motion = generate_clip(cfg, clip_seed_i)
-            path = write_clip(frames, Path(tmp) / f"clip_{i:05d}.mp4", cfg.fps)
+            path = write_mp4(frames, Path(tmp) / f"clip_{i:05d}.mp4", cfg.fps)
             decoded = decode_all(path, fps, size)  # [T, size, size, 3]
             decoded = decoded[: len(decoded) // tubelet * tubelet]
             m, v = step_motion(motion, len(decoded) // tubelet, stride, tubelet, size / min(cfg.width, cfg.height))

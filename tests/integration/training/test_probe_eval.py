@@ -17,7 +17,7 @@ from training.evaluation.leak import idm_prediction_error, step_errors
 from training.evaluation.probe import probe_table, service_latents
 from training.evaluation.transfer import frame_motion, motion_transfer
 
-from ..unit.exporters.tiny import tiny_model
+from tests.unit.exporters.tiny import tiny_model
 
 CLIPS = 8  # one cached generated set (per size) shared by every test here
 
@@ -91,7 +91,7 @@ def test_the_commands_write_json_that_lawm_docs_renders(tmp_path) -> None:
     from training.cli import app
     from training.reports import write_docs
 
-    from ..unit.exporters.tiny import tiny_checkpoint
+    from tests.unit.exporters.tiny import tiny_checkpoint
 
     checkpoint = tiny_checkpoint(tmp_path / "tiny", controller=None)
     results = tmp_path / "docs" / "results"
