@@ -4,6 +4,7 @@
     model.components["idm"].run({"states": states})        # {"latents": [B, T-1, Z]}
     model = load_checkpoint_model(Path("models/demo"))      # torch, straight from a checkpoint
     step = planner_step(model)                              # for training.planning.plan
+    next_states, latents = controller_step(call, states, actions)   # the step itself, on any `call`
 
 Every component takes and returns float32 numpy arrays, batch first (see `exporters.components`
 for names and shapes). `run` is thread-safe on every runtime.
