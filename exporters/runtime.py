@@ -5,6 +5,7 @@
     model = load_checkpoint_model(Path("models/demo"))      # torch, straight from a checkpoint
     step = planner_step(model)                              # for training.planning.plan
     step = planner_step(model, context="full")              # keeping each candidate's context (KV cache)
+    next_states, latents = controller_step(call, states, actions)   # the step itself, on any `call`
 
 Every component takes and returns float32 numpy arrays, batch first (see `exporters.components`
 for names and shapes). `run` is thread-safe on every runtime.

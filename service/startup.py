@@ -1,5 +1,6 @@
-"""What `lawm serve` does before the server starts: settings from flags + environment, checked with
-messages that name the setting; and the first-start export of the bundled demo model."""
+"""What `lawm serve` and `lawm worker` do before the server starts: settings from flags + environment,
+checked with messages that name the setting; the first-start export of the bundled demo model; and
+the refusal, in one line, of a repository version that is not there."""
 
 from __future__ import annotations
 
