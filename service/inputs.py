@@ -55,7 +55,7 @@ def parse_json(model: type[M], raw: bytes | str, prefix: tuple[str, ...] = ()) -
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
-        errors = [{**e, "loc": (*prefix, *e["loc"])} for e in err.errors(include_url=False, include_context=False)]
+        errors = [{**e, "loc": (*prefix, *e["loc"])} for e in err.errors(include_url=False, include_context=False, include_input=False)]
         raise RequestValidationError(errors) from None
 
 

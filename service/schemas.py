@@ -9,11 +9,66 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+# Arrays a client sends are checked as a whole before pydantic looks at their items: a body of a
+# million wrong items would otherwise cost a million per-item errors (seconds of CPU and a reply
+# far larger than the request). One error per array, naming the first bad item, is enough to fix it.
+MAX_ARRAY_ROWS = 4096
+MAX_ARRAY_WIDTH = 4096
+MAX_BODY_KEYS = 64
+
+
+def _first_bad(array: np.ndarray) -> str:
+    index = np.argwhere(~np.isfinite(array))[0]
+    return "".join(f"[{int(i)}]" for i in index)
+
+
+def _numeric_vector(value: Any) -> Any:
+    """A JSON list of finite numbers, checked in one pass (see MAX_ARRAY_WIDTH)."""
+    if not isinstance(value, list):
+        return value  # pydantic's own error names the expected type
+    if len(value) > MAX_ARRAY_WIDTH:
+        raise ValueError(f"has {len(value)} values; at most {MAX_ARRAY_WIDTH}")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ValueError("must be a list of numbers") from None
+    if array.ndim != 1:
+        raise ValueError("must be a flat list of numbers")
+    if not np.isfinite(array).all():
+        raise ValueError(f"value {_first_bad(array)} is not a finite number")
+    return value
+
+
+def _numeric_matrix(value: Any) -> Any:
+    """A JSON `[rows, width]` list of lists of finite numbers, checked in one pass."""
+    if not isinstance(value, list):
+        return value
+    if len(value) > MAX_ARRAY_ROWS:
+        raise ValueError(f"has {len(value)} rows; at most {MAX_ARRAY_ROWS}")
+    for i, row in enumerate(value):
+        if not isinstance(row, list):
+            raise ValueError(f"row [{i}] is not a list: send a [steps, dims] array (a list of lists of numbers)")
+        if len(row) > MAX_ARRAY_WIDTH:
+            raise ValueError(f"row [{i}] has {len(row)} values; at most {MAX_ARRAY_WIDTH}")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ValueError("must be a rectangular [steps, dims] array of numbers") from None
+    if array.ndim != 2:
+        raise ValueError("must be a rectangular [steps, dims] array of numbers")
+    if not np.isfinite(array).all():
+        raise ValueError(f"value {_first_bad(array)} is not a finite number")
+    return value
+
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Vector = list[FiniteFloat]
 Matrix = list[Vector]
+VectorIn = Annotated[Vector, BeforeValidator(_numeric_vector)]  # request bodies: checked whole
+MatrixIn = Annotated[Matrix, BeforeValidator(_numeric_matrix)]
 Base64Image = Annotated[
     str,
     Field(
@@ -33,6 +88,14 @@ class RequestBody(BaseModel):
     """A request's JSON: unknown fields are refused (a typo is an error, not a silently ignored key)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_keys(cls, data: Any) -> Any:
+        # Each unknown key is an error of its own: a body of 10^5 keys would cost 10^5 of them.
+        if isinstance(data, dict) and len(data) > MAX_BODY_KEYS:
+            raise ValueError(f"the body has {len(data)} keys; this request takes at most {len(cls.model_fields)}")
+        return data
 
 
 def _rectangular(name: str, rows: list[list[float]] | None, width: int | None = None) -> None:
@@ -67,7 +130,7 @@ class SourceOut(BaseModel):
 class LatentActionsJson(RequestBody):
     """JSON form of POST /v1/latent-actions (the other form is a video upload)."""
 
-    frames: list[Base64Image] = Field(min_length=1, description="the clip's frames in order")
+    frames: list[Base64Image] = Field(min_length=1, max_length=MAX_ARRAY_ROWS, description="the clip's frames in order")
     fps: float | None = Field(None, gt=0, le=1000, description="rate the frames were taken at (timestamps); "
                               "defaults to the model's fps")
 
@@ -90,11 +153,11 @@ class RolloutRequest(RequestBody):
     """POST /v1/rollouts as JSON, or as the `request` field of a multipart upload beside a `context` clip."""
 
     frames: list[Base64Image] | None = Field(
-        None, description="context frames (omit when uploading a `context` clip); one frame is "
+        None, max_length=MAX_ARRAY_ROWS, description="context frames (omit when uploading a `context` clip); one frame is "
         "duplicated into a state, as the planner does",
     )
-    latents: Matrix | None = Field(None, description="[steps, latent_dim] latent actions to apply")
-    actions: Matrix | None = Field(
+    latents: MatrixIn | None = Field(None, description="[steps, latent_dim] latent actions to apply")
+    actions: MatrixIn | None = Field(
         None, description="[steps, action_dim] real actions, mapped to latents by the model's controller; each "
         "step is the planner's step (controller, then one world-model step from the current state)",
     )
@@ -147,8 +210,8 @@ class PlanRequest(RequestBody):
     preset: Literal["droid", "recon"] | None = Field(
         None, description="planner protocol; default: the preset whose action size matches the controller"
     )
-    action_low: Vector | None = Field(None, description="lower action bound per dim (sets the action size)")
-    action_high: Vector | None = Field(None, description="upper action bound per dim")
+    action_low: VectorIn | None = Field(None, description="lower action bound per dim (sets the action size)")
+    action_high: VectorIn | None = Field(None, description="upper action bound per dim")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="planner settings to change (horizon, samples, elites, iterations, init_std, init_mean, "
