@@ -321,17 +321,18 @@ async def plan(
         goal_image = await _image(body.goal, "goal", limits)
         key = goal_id(model_key(engine), goal_image)
         images = np.stack([observation, goal_image])
-    soft = deadline_of(body.deadline_ms, start)
-    hard = None if soft is None else soft + (soft - start)  # twice the budget: a late step is answered 504
+    # One deadline for everything: the search stops before an iteration that would not finish in
+    # time, and an engine call still queued or computing at the deadline ends it (one batch late at most).
+    deadline = deadline_of(body.deadline_ms, start)
     t1 = time.perf_counter()
 
     async def compute() -> tuple[Any, dict[str, float], float]:
-        states = await engine.encode_images(images, Priority.PLAN, soft)
+        states = await engine.encode_images(images, Priority.PLAN, deadline)
         t2 = time.perf_counter()
         goal = goal_state if goal_state is not None else states[1]
         if goal_state is None:
             await store.put(key, goal)
-        result, parts = await run_plan(engine, slots, cfg, states[0], goal, soft, hard)
+        result, parts = await run_plan(engine, slots, cfg, states[0], goal, deadline, deadline)
         return result, parts, t2
 
     result, parts, t2 = await cancel_on_disconnect(request, compute())
