@@ -5,7 +5,8 @@ the model's fps and resizes/centre-crops to its image size), so served latents m
 Here: the limits (`MediaLimits`, from the settings), base64 and the JSON forms of clips and images,
 and the mapping of every refusal to an `ApiError` with a 4xx status and a code a client can branch
 on. Images in JSON bodies are never resized: an image of another size is refused with the size
-expected.
+expected. Uploaded video smaller than the model's crop is resized up (`resized_from` in the answer)
+unless the operator set `small_videos="refuse"`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class MediaLimits:
     max_frames: int  # frames after sampling at `fps`
     max_pixels: int  # width * height of one source frame
     max_duration_s: float
+    upscale: bool = True  # a video smaller than `size` is resized up (else refused: video_too_small)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, size: int, fps: float) -> MediaLimits:
@@ -54,6 +56,7 @@ class MediaLimits:
             max_frames=settings.max_frames,
             max_pixels=settings.max_pixels,
             max_duration_s=settings.max_duration_s,
+            upscale=settings.small_videos == "resize",
         )
 
     @property
@@ -72,7 +75,11 @@ def refused(err: MediaRejected, limits: MediaLimits, kinds: str) -> ApiError:
         ),
         "no_video_stream": (422, "no_video_stream", "send a file with a video track"),
         "unsupported_codec": (415, "unsupported_codec", "re-encode it as H.264, VP9 or GIF"),
-        "too_small": (422, "video_too_small", f"send video whose shorter side is at least {size} px"),
+        "too_small": (
+            422, "video_too_small",
+            f"send video whose shorter side is at least {size} px (this server refuses smaller video: "
+            "LAWM_SMALL_VIDEOS=refuse)",
+        ),
         "truncated": (422, "truncated_video", "send the complete file"),
         "frame_too_large": (
             413, "frame_too_large", f"downscale to about {size}x{size} before uploading (the model works at that size)"
@@ -106,7 +113,8 @@ def decode_clip_bytes(data: bytes, *, filename: str | None, limits: MediaLimits)
     what = f"the upload {filename!r}" if filename else "the upload"
     _check_bytes(data, limits, what)
     try:
-        return decode_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding)
+        return decode_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding,
+                                  upscale=limits.upscale)
     except MediaRejected as err:
         raise refused(err, limits, VIDEO_KINDS) from err
 
@@ -190,3 +198,10 @@ def clip_from(
         return frames_from_base64(frames, limits=limits, field=frames_field), None
     raise ApiError(422, "invalid_request", f"no {field}: upload it as the multipart file `{field}` or send its frames",
                    "see /docs for both forms")
+
+
+def resized_from(source: SourceInfo | None, size: int) -> list[int] | None:
+    """`[width, height]` of an upload that was smaller than the model's crop and was resized up."""
+    if source is None or min(source.width, source.height) >= size:
+        return None
+    return [source.width, source.height]

@@ -145,6 +145,10 @@ class LatentActionsResponse(BaseModel):
     start_s: list[float] = Field(description="per step: time of the first frame of state i")
     end_s: list[float] = Field(description="per step: time of the first frame of state i+1")
     source: SourceOut | None = Field(None, description="the uploaded video, when one was uploaded")
+    resized_from: list[int] | None = Field(
+        None, description="[width, height] of the uploaded video when it was smaller than the model's crop and "
+        "was resized up to it (LAWM_SMALL_VIDEOS=refuse refuses such video instead)",
+    )
     timing: dict[str, float]
 
 
@@ -181,6 +185,10 @@ class RolloutResponse(BaseModel):
     steps: int
     driven_by: Literal["latents", "actions"]
     context_states: int = Field(description="observed states the rollout starts from")
+    resized_from: list[int] | None = Field(
+        None, description="[width, height] of the uploaded video when it was smaller than the model's crop and "
+        "was resized up to it (LAWM_SMALL_VIDEOS=refuse refuses such video instead)",
+    )
     state_shape: list[int] = Field(description="[tokens, dim] of one state")
     states: list[Matrix] | None = Field(None, description="[steps, tokens, dim] predicted states")
     latents: Matrix = Field(description="[steps, latent_dim] the latents applied (the controller's, for actions)")

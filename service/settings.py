@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(4096 * 4096, ge=1)  # width * height of one source frame
     max_duration_s: float = Field(300.0, gt=0)
     max_json_bytes: int = Field(16 * MiB, ge=1)
+    # Uploaded video smaller than the model's crop: "resize" it up (answers say `resized_from`), or
+    # "refuse" it (422 video_too_small) where upscaled frames would mislead more than they help.
+    small_videos: Literal["resize", "refuse"] = "resize"
     max_rollout_steps: int = Field(64, ge=1)
     max_goals: int = Field(1024, ge=1)  # cached goal states (least recently used are dropped)
     max_plan_rows: int = Field(100_000, ge=1)  # samples x horizon x iterations of one plan

@@ -24,7 +24,7 @@ from service.inference.planner import finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
-from service.media import MediaLimits, b64decode_field, clip_from, model_sized_image
+from service.media import MediaLimits, b64decode_field, clip_from, model_sized_image, resized_from
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -143,6 +143,7 @@ async def latent_actions(
         start_s=starts,
         end_s=ends,
         source=SourceOut(**dataclasses.asdict(source)) if source is not None else None,
+        resized_from=resized_from(source, engine.geo.image_size),
         timing={"decode_s": t1 - t0, "encode_s": t2 - t1, "idm_s": t3 - t2, "total_s": time.perf_counter() - t0},
     )
 
@@ -171,7 +172,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
     if not isinstance(options, RolloutRequest):
         raise ApiError(422, "invalid_request", "missing the `request` field (the rollout options as JSON)",
                        "add a `request` form field holding {\"latents\": [...]} or {\"actions\": [...]}")
-    frames, _ = await asyncio.to_thread(clip_from, body, "context", options.frames, limits)
+    frames, source = await asyncio.to_thread(clip_from, body, "context", options.frames, limits)
     driven = "latents" if options.latents is not None else "actions"
     rows = options.latents if options.latents is not None else options.actions
     assert rows is not None
@@ -217,6 +218,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
         steps=len(predicted),
         driven_by=driven,
         context_states=context_states,
+        resized_from=resized_from(source, geo.image_size),
         state_shape=list(geo.state_shape),
         states=predicted.tolist() if options.include_states else None,
         latents=applied.tolist(),
