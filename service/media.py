@@ -29,6 +29,7 @@ from training.data.video import (
     SourceInfo,
     decode_image_bytes,
     decode_video_bytes,
+    probe_video_bytes,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +116,18 @@ def decode_clip_bytes(data: bytes, *, filename: str | None, limits: MediaLimits)
     try:
         return decode_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding,
                                   upscale=limits.upscale)
+    except MediaRejected as err:
+        raise refused(err, limits, VIDEO_KINDS) from err
+
+
+def probe_clip_bytes(data: bytes, *, filename: str | None, limits: MediaLimits) -> SourceInfo:
+    """The checks of `decode_clip_bytes` that need no decoding (size, container, codec, limits from
+    the headers): a job refuses a bad upload at once and decodes it only when it runs."""
+    what = f"the upload {filename!r}" if filename else "the upload"
+    _check_bytes(data, limits, what)
+    try:
+        return probe_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding,
+                                 upscale=limits.upscale)
     except MediaRejected as err:
         raise refused(err, limits, VIDEO_KINDS) from err
 

@@ -7,6 +7,7 @@ Uploads (multipart or a raw video body) are described in the OpenAPI document by
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -18,11 +19,25 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 MAX_ARRAY_ROWS = 4096
 MAX_ARRAY_WIDTH = 4096
 MAX_BODY_KEYS = 64
+MAX_BAD_ITEMS = 20  # bad items of one array reported one by one
 
 
-def _first_bad(array: np.ndarray) -> str:
-    index = np.argwhere(~np.isfinite(array))[0]
-    return "".join(f"[{int(i)}]" for i in index)
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _too_many_bad(rows: list[list[Any]]) -> None:
+    """Up to MAX_BAD_ITEMS bad items are left to pydantic, whose errors name each one
+    (`latents[0][3]`); more are one error for the whole array, naming the first."""
+    try:
+        if np.isfinite(np.asarray(rows, dtype=np.float64)).all():
+            return  # the common case, without a Python loop over the items
+    except (ValueError, TypeError):
+        pass  # ragged (pydantic and the model's own check say so) or not numbers
+    bad = [(i, j) for i, row in enumerate(rows) for j, x in enumerate(row) if not _is_number(x)]
+    if len(bad) > MAX_BAD_ITEMS:
+        i, j = bad[0]
+        raise ValueError(f"{len(bad)} values are not finite numbers, the first at [{i}][{j}]")
 
 
 def _numeric_vector(value: Any) -> Any:
@@ -31,14 +46,7 @@ def _numeric_vector(value: Any) -> Any:
         return value  # pydantic's own error names the expected type
     if len(value) > MAX_ARRAY_WIDTH:
         raise ValueError(f"has {len(value)} values; at most {MAX_ARRAY_WIDTH}")
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise ValueError("must be a list of numbers") from None
-    if array.ndim != 1:
-        raise ValueError("must be a flat list of numbers")
-    if not np.isfinite(array).all():
-        raise ValueError(f"value {_first_bad(array)} is not a finite number")
+    _too_many_bad([value])
     return value
 
 
@@ -53,14 +61,7 @@ def _numeric_matrix(value: Any) -> Any:
             raise ValueError(f"row [{i}] is not a list: send a [steps, dims] array (a list of lists of numbers)")
         if len(row) > MAX_ARRAY_WIDTH:
             raise ValueError(f"row [{i}] has {len(row)} values; at most {MAX_ARRAY_WIDTH}")
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise ValueError("must be a rectangular [steps, dims] array of numbers") from None
-    if array.ndim != 2:
-        raise ValueError("must be a rectangular [steps, dims] array of numbers")
-    if not np.isfinite(array).all():
-        raise ValueError(f"value {_first_bad(array)} is not a finite number")
+    _too_many_bad(value)
     return value
 
 

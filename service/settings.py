@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)
     job_ttl_s: float = Field(3600.0, gt=0)
+    max_queued_jobs: int = Field(8, ge=1)  # jobs queued or running before POST /v1/transfers answers 429
     # --- scale-out: jobs and caches on Redis when redis_url is set; otherwise in-process
     redis_url: str | None = None  # e.g. redis://redis:6379/0
     redis_prefix: str = Field("lawm", pattern=r"^[A-Za-z0-9_.-]+$")  # keys are "{prefix}:..." (one cluster slot)
