@@ -25,6 +25,7 @@ from service.errors import install_error_handlers
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
 from service.inference.planner import PlanSlots
+from service.inference.stage import Stage
 from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
@@ -55,6 +56,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.goals, app.state.latents = build_caches(settings)  # shared through Redis when configured
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)
+    app.state.decode_stage = Stage(
+        "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s
+    )
     try:
         await engine.load()
     except Exception as e:
@@ -84,6 +88,7 @@ async def shutdown(app: FastAPI) -> None:
         log.warning("%d job(s) did not finish before shutdown", unfinished)
     await engine.drain(max(0.0, ends - time.monotonic()))
     app.state.plan_slots.shutdown()
+    app.state.decode_stage.close()
     for cache in (app.state.goals, app.state.latents):
         await cache.close()
     log.info("drained; bye")

@@ -11,6 +11,7 @@ unless the operator set `small_videos="refuse"`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from training.data.video import (
 )
 
 if TYPE_CHECKING:
+    from service.inference.stage import Stage
     from service.settings import Settings
 
 
@@ -218,3 +220,25 @@ def resized_from(source: SourceInfo | None, size: int) -> list[int] | None:
     if source is None or min(source.width, source.height) >= size:
         return None
     return [source.width, source.height]
+
+
+def decode_work(source: SourceInfo, limits: MediaLimits) -> float:
+    """Frames the decoder will go through for an upload (every source frame is decoded), from its
+    headers; the most a clip may hold when the header gives no duration."""
+    if source.duration_s is None:
+        return limits.max_duration_s * source.fps if source.fps > 0 else float(limits.max_frames)
+    return max(1.0, source.duration_s * source.fps)
+
+
+async def clip_in_stage(
+    stage: Stage, body: Body, field: str, frames: list[str] | None, limits: MediaLimits, frames_field: str = "frames"
+) -> tuple[np.ndarray, SourceInfo | None]:
+    """`clip_from` run in the decode `stage`: admitted by its work in frames (an upload's from its
+    headers, checked first in a thread: a bad file is refused before it waits), or 429 at once."""
+    upload = body.files.get(field)
+    if upload is not None and not frames:
+        source = await asyncio.to_thread(probe_clip_bytes, upload.data, filename=upload.filename, limits=limits)
+        work = decode_work(source, limits)
+    else:
+        work = float(len(frames or ()))
+    return await stage.run(lambda: clip_from(body, field, frames, limits, frames_field), work)

@@ -8,6 +8,7 @@ them. Lists (`LAWM_API_KEYS`, `LAWM_AUTH_EXEMPT`) take a comma-separated string 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
     max_goals: int = Field(1024, ge=1)  # cached goal states (least recently used are dropped)
     max_plan_rows: int = Field(100_000, ge=1)  # samples x horizon x iterations of one plan
     max_concurrent_plans: int = Field(32, ge=1)  # plans searching at once (each holds a thread)
+
+    # --- admission before the bottleneck: uploads decode in a stage of their own
+    decode_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)  # decodes at once
+    decode_max_backlog_frames: int = Field(20_000, ge=1)  # source frames admitted and not yet decoded
+    decode_max_wait_s: float = Field(5.0, gt=0)  # a backlog estimated to take longer answers 429 at once
 
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)

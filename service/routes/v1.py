@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.deps import EngineDep, GoalsDep, LatentsDep, PlanSlotsDep, SettingsDep
+from service.deps import DecodeDep, EngineDep, GoalsDep, LatentsDep, PlanSlotsDep, SettingsDep
 from service.errors import ApiError
 from service.inference.cache import content_key
 from service.inference.engine import Engine
@@ -24,7 +24,7 @@ from service.inference.planner import finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
-from service.media import MediaLimits, b64decode_field, clip_from, model_sized_image, resized_from
+from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -90,6 +90,7 @@ async def latent_actions(
     engine: EngineDep,
     settings: SettingsDep,
     cache: LatentsDep,
+    decode: DecodeDep,
     deadline_ms: Annotated[float | None, Query(gt=0, le=600_000, description="answer within this or get a 504")] = None,
 ) -> Any:
     """A clip -> one latent action per step (between consecutive 2-frame states), with timestamps.
@@ -102,7 +103,7 @@ async def latent_actions(
     limits = limits_of(engine, settings)
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
-    frames, source = await asyncio.to_thread(clip_from, body, "file", options.frames if options else None, limits)
+    frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits)
     fps = options.fps if options is not None and options.fps else engine.geo.fps
     tb = engine.geo.tubelet
     usable = engine.geo.usable_frames(len(frames))
@@ -159,7 +160,7 @@ async def latent_actions(
     ),
     responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"}},
 )
-async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, decode: DecodeDep) -> Any:
     """Context (a clip or frames) + latent actions or real actions -> predicted states, optionally
     decoded to an MP4 or a PNG strip."""
     t0 = time.perf_counter()
@@ -172,7 +173,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
     if not isinstance(options, RolloutRequest):
         raise ApiError(422, "invalid_request", "missing the `request` field (the rollout options as JSON)",
                        "add a `request` form field holding {\"latents\": [...]} or {\"actions\": [...]}")
-    frames, source = await asyncio.to_thread(clip_from, body, "context", options.frames, limits)
+    frames, source = await clip_in_stage(decode, body, "context", options.frames, limits)
     driven = "latents" if options.latents is not None else "actions"
     rows = options.latents if options.latents is not None else options.actions
     assert rows is not None
