@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, exempt=exempt)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
-        RequestContextMiddleware, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes
+        RequestContextMiddleware, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

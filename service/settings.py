@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     decode_max_backlog_frames: int = Field(20_000, ge=1)  # source frames admitted and not yet decoded
     decode_max_wait_s: float = Field(5.0, gt=0)  # a backlog estimated to take longer answers 429 at once
 
+    # --- slow and numerous clients (see service.server)
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection's first request headers must arrive within this
+    body_timeout_s: float = Field(120.0, gt=0)  # a request's body must arrive within this of its start (408)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)  # an idle kept-alive connection is closed after this
+    max_connections: int | None = Field(1000, ge=1)  # open connections + requests in flight; past it 503
+
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)
     job_ttl_s: float = Field(3600.0, gt=0)

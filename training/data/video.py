@@ -544,7 +544,7 @@ def decode_video_bytes(
     `what` names the media in messages ("the upload 'a.mp4'"). Raises :class:`MediaRejected`."""
     with _open_bytes(data, what, VIDEO_CONTAINERS, VIDEO_KINDS) as container:
         stream, source = _checked_header(container, what, fps, size, limits, upscale)
-        width, height, src_fps, duration = source.width, source.height, source.fps, source.duration_s
+        src_fps, duration = source.fps, source.duration_s
         state = _Decoded(frames=[], end_s=None, error=None)
         decoded = _guarded(_timed_frames(container, stream, src_fps, state), limits, what)
         try:

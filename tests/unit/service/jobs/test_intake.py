@@ -13,7 +13,7 @@ from service.errors import ApiError
 from service.inputs import Body, Upload
 from service.jobs.runner import JobError, JobRunner
 from service.jobs.store import InProcessJobStore, JobResult, JobSpec
-from service.jobs.transfer import FRAMES, UPLOAD, decode_input
+from service.jobs.transfer import UPLOAD, decode_input
 from service.media import MediaLimits, decode_clip_bytes
 from service.routes.jobs import _clip, check_capacity
 from service.settings import Settings
