@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.routes import console, health, jobs, kserve, v1
-from service.schemas import REQUEST_MODELS
+from service.schemas import REQUEST_MODELS, ErrorBody
 from service.settings import Settings, get_settings
 from training import __version__
 
@@ -94,15 +95,42 @@ async def shutdown(app: FastAPI) -> None:
     log.info("drained; bye")
 
 
+_ERROR_RESPONSE = {
+    "description": "an error (see docs/api.md for the codes); 429 and 503 carry Retry-After",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Every operation can answer the one error body (a 4xx or a 5xx): say so, and replace FastAPI's
+    own 422 body (HTTPValidationError), which this service never sends."""
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/v2"):  # the KServe protocol answers its own error shape ({"error": "..."})
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status in list(responses):
+                if status[0] in "45":
+                    description = responses[status].get("description") or _ERROR_RESPONSE["description"]
+                    responses[status] = {**_ERROR_RESPONSE, "description": description}
+            responses.setdefault("4XX", _ERROR_RESPONSE)
+            responses.setdefault("5XX", _ERROR_RESPONSE)
+    if "HTTPValidationError" not in json.dumps(schema["paths"]):
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema plus the JSON bodies of routes that read their body themselves."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, defs = models_json_schema(
-        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in (*REQUEST_MODELS, ErrorBody)], ref_template="#/components/schemas/{model}"
     )
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    _document_errors(schema)
     app.openapi_schema = schema
     return schema
 

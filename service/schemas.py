@@ -284,8 +284,15 @@ class ModelsResponse(BaseModel):
 
 
 # ----------------------------------------------------------------------------- OpenAPI for uploads
+# Models that routes read themselves (named by `openapi_body`): FastAPI does not see them, so the
+# app adds their schemas to the OpenAPI document, or its `$ref`s to them would dangle.
+REQUEST_MODELS: list[type[BaseModel]] = []
+
+
 def openapi_body(json_model: type[BaseModel], upload_fields: dict[str, str], *, raw_types: tuple[str, ...] = ()) -> dict[str, Any]:
     """`openapi_extra` for a route that reads JSON or a multipart upload (or a raw body) itself."""
+    if json_model not in REQUEST_MODELS:
+        REQUEST_MODELS.append(json_model)
     properties: dict[str, Any] = {
         name: {"type": "string", "format": "binary", "description": desc} if name != "request" else
         {"type": "string", "description": desc}
@@ -300,4 +307,18 @@ def openapi_body(json_model: type[BaseModel], upload_fields: dict[str, str], *, 
     return {"requestBody": {"required": True, "content": content}}
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (LatentActionsJson, RolloutRequest)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="what went wrong, for a client to branch on (e.g. video_too_small)")
+    message: str = Field(description="what was wrong, for a person")
+    hint: str | None = Field(None, description="how to fix it")
+    request_id: str | None = Field(None, description="the X-Request-ID of the request (in the server log too)")
+    fields: list[dict[str, str]] | None = Field(None, description="validation errors: the first 20 failing fields")
+    field_errors: int | None = Field(None, description="validation errors: how many fields failed in all")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service answers (service.errors)."""
+
+    error: ErrorDetail
