@@ -7,6 +7,7 @@ Uploads (multipart or a raw video body) are described in the OpenAPI document by
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, Literal
 
@@ -22,8 +23,11 @@ MAX_BODY_KEYS = 64
 MAX_BAD_ITEMS = 20  # bad items of one array reported one by one
 
 
+_NUMBER_TYPES = (int, float, bool)  # exact types JSON parses to (bool: pydantic's own error names it)
+
+
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+    return type(x) in _NUMBER_TYPES and math.isfinite(x)
 
 
 def _too_many_bad(rows: list[list[Any]]) -> None:
@@ -34,10 +38,11 @@ def _too_many_bad(rows: list[list[Any]]) -> None:
             return  # the common case, without a Python loop over the items
     except (ValueError, TypeError):
         pass  # ragged (pydantic and the model's own check say so) or not numbers
-    bad = [(i, j) for i, row in enumerate(rows) for j, x in enumerate(row) if not _is_number(x)]
-    if len(bad) > MAX_BAD_ITEMS:
-        i, j = bad[0]
-        raise ValueError(f"{len(bad)} values are not finite numbers, the first at [{i}][{j}]")
+    bad = ((i, j) for i, row in enumerate(rows) for j, x in enumerate(row) if not _is_number(x))
+    first = list(itertools.islice(bad, MAX_BAD_ITEMS + 1))  # stop as soon as there are too many
+    if len(first) > MAX_BAD_ITEMS:
+        i, j = first[0]
+        raise ValueError(f"more than {MAX_BAD_ITEMS} values are not finite numbers, the first at [{i}][{j}]")
 
 
 def _numeric_vector(value: Any) -> Any:

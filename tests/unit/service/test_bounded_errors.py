@@ -61,7 +61,7 @@ def test_a_million_zeros_in_a_matrix_is_one_small_error(client: TestClient) -> N
 @pytest.mark.parametrize(
     ("latents", "says"),
     [
-        ([["x"] * 1000] * 1000, "1000000 values are not finite numbers, the first at [0][0]"),
+        ([["x"] * 1000] * 1000, "more than 20 values are not finite numbers, the first at [0][0]"),
         ([[0.0] * 5000], "at most 4096"),
         ([[0.0]] * 5000, "at most 4096"),
     ],
