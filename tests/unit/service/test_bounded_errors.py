@@ -117,3 +117,11 @@ def test_json_the_parser_refuses_is_the_same_error_everywhere(client: TestClient
     assert error["code"] == "invalid_json"
     assert error["hint"] and error["request_id"]
     assert len(r.content) < SMALL
+
+
+def test_a_refused_multipart_body_is_the_json_error_with_a_hint(client: TestClient) -> None:
+    fields = {f"f{i}": "x" for i in range(50)}  # more fields than the parser takes
+    r = client.post("/rollouts", data=fields, files={"context": ("a.mp4", b"x")})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "bad_multipart" and error["hint"] and "context" in error["hint"]
