@@ -231,7 +231,8 @@ def decode_work(source: SourceInfo, limits: MediaLimits) -> float:
 
 
 async def clip_in_stage(
-    stage: Stage, body: Body, field: str, frames: list[str] | None, limits: MediaLimits, frames_field: str = "frames"
+    stage: Stage, body: Body, field: str, frames: list[str] | None, limits: MediaLimits, frames_field: str = "frames",
+    deadline: float | None = None,
 ) -> tuple[np.ndarray, SourceInfo | None]:
     """`clip_from` run in the decode `stage`: admitted by its work in frames (an upload's from its
     headers, checked first in a thread: a bad file is refused before it waits), or 429 at once."""
@@ -241,4 +242,4 @@ async def clip_in_stage(
         work = decode_work(source, limits)
     else:
         work = float(len(frames or ()))
-    return await stage.run(lambda: clip_from(body, field, frames, limits, frames_field), work)
+    return await stage.run(lambda: clip_from(body, field, frames, limits, frames_field), work, deadline)

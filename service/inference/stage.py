@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from service.inference.errors import QueueFull
+from service.inference.errors import DeadlineExceeded, QueueFull
 
 T = TypeVar("T")
 
@@ -70,14 +70,20 @@ class Stage:
                else f"it holds {self.backlog:g} units of work (at most {self.max_backlog:g})")
         raise QueueFull(f"the '{self.name}' stage is full: {why}", retry_after_s=max(retry, 1.0))
 
-    async def run(self, fn: Callable[[], T], work: float) -> T:
+    async def run(self, fn: Callable[[], T], work: float, deadline: float | None = None) -> T:
         """Admit `work` units (or raise QueueFull), wait for a slot, run `fn()` in the stage's
-        threads, and learn its seconds per unit."""
+        threads, and learn its seconds per unit. With a `deadline` (absolute `time.monotonic()`),
+        work that would only start past it is refused (DeadlineExceeded) rather than done in vain."""
         work = max(float(work), 1.0)
         self.admit(work)
+        wait = self.estimated_wait_s()
+        if deadline is not None and wait is not None and time.monotonic() + wait > deadline:
+            raise DeadlineExceeded(f"the '{self.name}' backlog ({wait:.1f} s) would outlast the request's deadline")
         self.backlog += work
         try:
             async with self._slots:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded(f"the request's deadline passed while it waited for '{self.name}'")
                 started = time.perf_counter()
                 result = await asyncio.get_running_loop().run_in_executor(self._executor, fn)
                 per_unit = (time.perf_counter() - started) / work

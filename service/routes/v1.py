@@ -103,7 +103,8 @@ async def latent_actions(
     limits = limits_of(engine, settings)
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
-    frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits)
+    frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits,
+                                         deadline=deadline)
     fps = options.fps if options is not None and options.fps else engine.geo.fps
     tb = engine.geo.tubelet
     usable = engine.geo.usable_frames(len(frames))
@@ -173,7 +174,8 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, d
     if not isinstance(options, RolloutRequest):
         raise ApiError(422, "invalid_request", "missing the `request` field (the rollout options as JSON)",
                        "add a `request` form field holding {\"latents\": [...]} or {\"actions\": [...]}")
-    frames, source = await clip_in_stage(decode, body, "context", options.frames, limits)
+    deadline = deadline_of(options.deadline_ms, start)
+    frames, source = await clip_in_stage(decode, body, "context", options.frames, limits, deadline=deadline)
     driven = "latents" if options.latents is not None else "actions"
     rows = options.latents if options.latents is not None else options.actions
     assert rows is not None
@@ -186,7 +188,6 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, d
         values = as_array(rows, "actions", geo.action_dim, "the controller's action size")
     else:
         values = as_array(rows, "latents", geo.latent_dim, "the latent size")
-    deadline = deadline_of(options.deadline_ms, start)
     t1 = time.perf_counter()
 
     async def compute() -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:

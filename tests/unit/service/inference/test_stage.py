@@ -103,3 +103,26 @@ def test_uploads_enter_the_stage_with_their_frames_as_work() -> None:
         stage.close()
 
     asyncio.run(go())
+
+
+def test_work_that_would_start_past_its_deadline_is_refused() -> None:
+    async def go() -> None:
+        import time
+
+        from service.inference.errors import DeadlineExceeded
+
+        stage, gate = Stage("decode", concurrency=1, max_backlog=10**6, max_wait_s=3600), Gate()
+        stage.seconds_per_unit = 1.0
+        running = asyncio.ensure_future(stage.run(gate.work, 100))  # 100 s of backlog at the measured rate
+        await until(lambda: stage.backlog == 100)
+        with pytest.raises(DeadlineExceeded):
+            await stage.run(gate.work, 1, deadline=time.monotonic() + 5.0)
+        assert stage.backlog == 100  # refused, not queued
+        late = asyncio.ensure_future(stage.run(gate.work, 1, deadline=time.monotonic() + 1000.0))  # fits: admitted
+        await until(lambda: stage.backlog == 101)
+        gate.open.set()
+        await running
+        assert await late == "done"
+        stage.close()
+
+    asyncio.run(go())
