@@ -305,7 +305,8 @@ def openapi_body(json_model: type[BaseModel], upload_fields: dict[str, str], *, 
     }
     content: dict[str, Any] = {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": properties}},
+        # exactly the fields the route reads: any other is refused (422 unexpected_field)
+        "multipart/form-data": {"schema": {"type": "object", "properties": properties, "additionalProperties": False}},
     }
     for media_type in raw_types:
         content[media_type] = {"schema": {"type": "string", "format": "binary"}}

@@ -47,3 +47,9 @@ def test_errors_are_documented_with_the_error_body(schema: dict[str, Any]) -> No
         for status, response in responses.items():
             if status.startswith(("4", "5")):
                 assert "HTTPValidationError" not in json.dumps(response), (path, status)
+
+
+def test_multipart_bodies_admit_only_the_fields_the_routes_read(schema: dict[str, Any]) -> None:
+    for path, fields in {"/v1/transfers": {"clip_a", "clip_b", "request"}, "/v1/rollouts": {"context", "request"}}.items():
+        form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert set(form["properties"]) == fields and form["additionalProperties"] is False
