@@ -58,7 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.goals, app.state.latents = build_caches(settings)  # shared through Redis when configured
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)
     app.state.decode_stage = Stage(
-        "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s
+        "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s,
+        app.state.metrics.batcher("decode"),
     )
     try:
         await engine.load()

@@ -21,9 +21,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from service.inference.errors import DeadlineExceeded, QueueFull
+
+if TYPE_CHECKING:
+    from service.metrics import BatcherMetrics
 
 T = TypeVar("T")
 
@@ -35,13 +38,16 @@ _EWMA = 0.2
 class Stage:
     """See the module docstring. One per kind of work (e.g. "decode"), shared by every route."""
 
-    def __init__(self, name: str, concurrency: int, max_backlog: float, max_wait_s: float) -> None:
+    def __init__(
+        self, name: str, concurrency: int, max_backlog: float, max_wait_s: float, metrics: BatcherMetrics | None = None
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"stage {name!r}: concurrency must be >= 1, got {concurrency}")
         self.name, self.concurrency = name, concurrency
         self.max_backlog, self.max_wait_s = max_backlog, max_wait_s
         self.backlog = 0.0  # work admitted and not finished (waiting or running)
         self.seconds_per_unit: float | None = None  # measured; None until the first job finished
+        self.metrics = metrics  # lawm_queue_depth{component=name} in work units, lawm_rejections_total
         self._slots = asyncio.Semaphore(concurrency)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"stage-{name}")
 
@@ -68,6 +74,7 @@ class Stage:
         retry = excess * rate / self.concurrency if rate is not None else 1.0
         why = (f"its estimated wait is {wait:.1f} s (budget {self.max_wait_s:g} s)" if over_time
                else f"it holds {self.backlog:g} units of work (at most {self.max_backlog:g})")
+        self._reject("queue_full")
         raise QueueFull(f"the '{self.name}' stage is full: {why}", retry_after_s=max(retry, 1.0))
 
     async def run(self, fn: Callable[[], T], work: float, deadline: float | None = None) -> T:
@@ -78,11 +85,13 @@ class Stage:
         self.admit(work)
         wait = self.estimated_wait_s()
         if deadline is not None and wait is not None and time.monotonic() + wait > deadline:
+            self._reject("deadline")
             raise DeadlineExceeded(f"the '{self.name}' backlog ({wait:.1f} s) would outlast the request's deadline")
-        self.backlog += work
+        self._set_backlog(self.backlog + work)
         try:
             async with self._slots:
                 if deadline is not None and time.monotonic() >= deadline:
+                    self._reject("deadline")
                     raise DeadlineExceeded(f"the request's deadline passed while it waited for '{self.name}'")
                 started = time.perf_counter()
                 result = await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -93,7 +102,16 @@ class Stage:
                 )
                 return result
         finally:
-            self.backlog -= work
+            self._set_backlog(self.backlog - work)
+
+    def _set_backlog(self, backlog: float) -> None:
+        self.backlog = backlog
+        if self.metrics is not None:
+            self.metrics.set_queue_depth(round(backlog))
+
+    def _reject(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reject(reason)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -63,3 +63,15 @@ async def test_a_full_job_queue_answers_429_before_reading_the_body(served: tupl
     r = await client.post("/v1/transfers", files={"clip_a": ("a.mp4", mp4(16)), "clip_b": ("b.mp4", mp4(16))})
     assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_jobs"
     assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_the_decode_stage_is_in_the_metrics(served: tuple[httpx.AsyncClient, Any]) -> None:
+    client, app = served
+    app.state.decode_stage.backlog += 95
+    try:
+        await client.post("/v1/latent-actions", content=mp4(16), headers={"content-type": "video/mp4"})
+    finally:
+        app.state.decode_stage.backlog -= 95
+    text = (await client.get("/metrics")).text
+    assert 'lawm_rejections_total{component="decode",reason="queue_full"}' in text
+    assert 'lawm_queue_depth{component="decode"}' in text
