@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,11 +26,12 @@ from service.errors import install_error_handlers
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
 from service.inference.planner import PlanSlots
+from service.inference.stage import Stage
 from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.routes import console, health, jobs, kserve, v1
-from service.schemas import REQUEST_MODELS
+from service.schemas import REQUEST_MODELS, ErrorBody
 from service.settings import Settings, get_settings
 from training import __version__
 
@@ -55,6 +57,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.goals, app.state.latents = build_caches(settings)  # shared through Redis when configured
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)
+    app.state.decode_stage = Stage(
+        "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s,
+        app.state.metrics.batcher("decode"),
+    )
     try:
         await engine.load()
     except Exception as e:
@@ -84,9 +90,35 @@ async def shutdown(app: FastAPI) -> None:
         log.warning("%d job(s) did not finish before shutdown", unfinished)
     await engine.drain(max(0.0, ends - time.monotonic()))
     app.state.plan_slots.shutdown()
+    app.state.decode_stage.close()
     for cache in (app.state.goals, app.state.latents):
         await cache.close()
     log.info("drained; bye")
+
+
+_ERROR_RESPONSE = {
+    "description": "an error (see docs/api.md for the codes); 429 and 503 carry Retry-After",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Every operation can answer the one error body (a 4xx or a 5xx): say so, and replace FastAPI's
+    own 422 body (HTTPValidationError), which this service never sends."""
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/v2"):  # the KServe protocol answers its own error shape ({"error": "..."})
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status in list(responses):
+                if status[0] in "45":
+                    description = responses[status].get("description") or _ERROR_RESPONSE["description"]
+                    responses[status] = {**_ERROR_RESPONSE, "description": description}
+            responses.setdefault("4XX", _ERROR_RESPONSE)
+            responses.setdefault("5XX", _ERROR_RESPONSE)
+    if "HTTPValidationError" not in json.dumps(schema["paths"]):
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -95,9 +127,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, defs = models_json_schema(
-        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "validation") for m in (*REQUEST_MODELS, ErrorBody)], ref_template="#/components/schemas/{model}"
     )
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    _document_errors(schema)
     app.openapi_schema = schema
     return schema
 
@@ -121,7 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, exempt=exempt)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
-        RequestContextMiddleware, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes
+        RequestContextMiddleware, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

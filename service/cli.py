@@ -86,9 +86,8 @@ def serve(
     _require_serve_extra("serve")
     import logging
 
-    import uvicorn
-
     from exporters.errors import ExportError
+    from service import server
     from service.app import create_app
     from service.startup import check_servable, ensure_exported, settings_from
 
@@ -112,13 +111,7 @@ def serve(
     runtime = "torch" if settings.checkpoint else settings.runtime
     console.print(f"serving {source} on http://{settings.host}:{settings.port} ({runtime}); docs at /docs",
                   markup=False, highlight=False)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
-    )
+    server.run(create_app(settings), settings, settings.host, settings.port, log_level.lower())
 
 
 # ----------------------------------------------------------------------------- bench serve
@@ -207,8 +200,7 @@ def worker(
     _require_serve_extra("worker")
     import logging
 
-    import uvicorn
-
+    from service import server
     from service.jobs.worker import create_worker_app
     from service.startup import ensure_exported, settings_from
 
@@ -230,10 +222,7 @@ def worker(
     source = settings.checkpoint or f"{settings.repo / settings.model} v{settings.version or 'latest'}"
     console.print(f"worker for {source} on {settings.redis_url.split('@')[-1]}; "
                   f"health on http://{settings.host}:{settings.worker_port}")
-    uvicorn.run(
-        create_worker_app(settings), host=settings.host, port=settings.worker_port, log_level="warning",
-        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
-    )
+    server.run(create_worker_app(settings), settings, settings.host, settings.worker_port, "warning")
 
 
 # ----------------------------------------------------------------------------- bench jobs

@@ -16,6 +16,7 @@ from service.inference.cache import ArrayCache
 from service.inference.engine import Engine
 from service.inference.errors import ModelNotReady
 from service.inference.planner import PlanSlots
+from service.inference.stage import Stage
 from service.jobs.runner import JobService
 from service.metrics import ServiceMetrics
 from service.settings import Settings, get_settings
@@ -67,6 +68,11 @@ def get_plan_slots(request: Request) -> PlanSlots:
     return request.app.state.plan_slots
 
 
+def get_decode_stage(request: Request) -> Stage:
+    """Where uploads are decoded: bounded concurrency and admission (see `service.inference.stage`)."""
+    return request.app.state.decode_stage
+
+
 def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
@@ -79,3 +85,4 @@ GoalsDep = Annotated[ArrayCache, Depends(get_goals)]
 LatentsDep = Annotated[ArrayCache, Depends(get_latents)]
 PlanSlotsDep = Annotated[PlanSlots, Depends(get_plan_slots)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+DecodeDep = Annotated[Stage, Depends(get_decode_stage)]

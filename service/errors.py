@@ -93,12 +93,33 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or "body"
 
 
+# An error body stays small whatever the request: a body of a million bad items is answered with
+# the first MAX_FIELD_ERRORS of them, each message cut to MAX_FIELD_MESSAGE characters.
+MAX_FIELD_ERRORS = 20
+MAX_FIELD_MESSAGE = 200
+MAX_MESSAGE = 1000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
-    """A one-line summary naming each failing field, and the per-field list for the body."""
-    fields = [{"field": _location(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in errors]
+    """A one-line summary naming the failing fields, and the per-field list for the body (both
+    bounded: at most MAX_FIELD_ERRORS fields; the total count is in the summary)."""
+    fields = [
+        {"field": _cut(_location(e.get("loc", ())), MAX_FIELD_MESSAGE),
+         "message": _cut(str(e.get("msg", "invalid")), MAX_FIELD_MESSAGE)}
+        for e in errors[:MAX_FIELD_ERRORS]
+    ]
     shown = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
-    return f"invalid request: {shown}{more}", fields
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return _cut(f"invalid request: {shown}{more}", MAX_MESSAGE), fields
+
+
+def is_json_error(errors: list[Any]) -> bool:
+    """The body is not JSON the parser accepts (malformed, or nested past the parser's depth limit)."""
+    return any(e.get("type") == "json_invalid" for e in errors)
 
 
 _HTTP_CODES = {
@@ -156,7 +177,7 @@ def answer_for(exc: DomainError) -> HttpAnswer:
     retry = (exc.retry_after_s or 1.0) if isinstance(exc, QueueFull) else _RETRY_AFTER_S.get(type(exc))
     headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry is not None else None
     code = code or str(getattr(exc, "reason", "error"))
-    message = getattr(exc, "message", None) or str(exc) or code
+    message = _cut(getattr(exc, "message", None) or str(exc) or code, MAX_MESSAGE)
     return HttpAnswer(status, code, message, getattr(exc, "hint", None) or hint, headers)
 
 
@@ -167,22 +188,35 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(request, exc.status, exc.code, exc.message, exc.hint, exc.headers)
+    return error_response(request, exc.status, exc.code, _cut(exc.message, MAX_MESSAGE), exc.hint, exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    message, fields = validation_message(list(exc.errors()))
+    errors = list(exc.errors())
+    if is_json_error(errors):
+        return error_response(request, 422, "invalid_json", INVALID_JSON_MESSAGE, INVALID_JSON_HINT)
+    message, fields = validation_message(errors)
     body = error_body("invalid_request", message, "fix the named fields; see /docs for the schema", request_id(request))
     body["error"]["fields"] = fields
+    body["error"]["field_errors"] = len(errors)
     return JSONResponse(body, status_code=422)
+
+
+INVALID_JSON_MESSAGE = "the body is not JSON this server can parse (malformed, or nested too deeply)"
+INVALID_JSON_HINT = "send valid JSON, nested at most a few levels (see /docs for the schema)"
+# Starlette/FastAPI's answer when its JSON parser fails with something else than a syntax error
+# (a RecursionError on a deeply nested body): answered as the same invalid_json error.
+_BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
+        return error_response(request, 422, "invalid_json", INVALID_JSON_MESSAGE, INVALID_JSON_HINT)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     hint = "see /docs for the endpoints" if exc.status_code in (404, 405) else None
-    return error_response(request, exc.status_code, code, str(exc.detail), hint, exc.headers)
+    return error_response(request, exc.status_code, code, _cut(str(exc.detail), MAX_MESSAGE), hint, exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -19,6 +19,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ApiError
 
@@ -55,7 +56,7 @@ def parse_json(model: type[M], raw: bytes | str, prefix: tuple[str, ...] = ()) -
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
-        errors = [{**e, "loc": (*prefix, *e["loc"])} for e in err.errors(include_url=False, include_context=False)]
+        errors = [{**e, "loc": (*prefix, *e["loc"])} for e in err.errors(include_url=False, include_context=False, include_input=False)]
         raise RequestValidationError(errors) from None
 
 
@@ -73,7 +74,16 @@ async def read_body(
     if kind == "application/json":
         return Body(parse_json(model, await request.body()))
     if kind == "multipart/form-data":
-        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=max_part_bytes)
+        try:
+            form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+                                      max_part_size=max_part_bytes)
+        except StarletteHTTPException as err:  # Starlette's multipart parser: too many parts, a part too large
+            if isinstance(err, ApiError) or err.status_code != 400:
+                raise
+            raise ApiError(
+                400, "bad_multipart", f"the multipart body was refused: {err.detail}",
+                f"send the files ({', '.join(upload_fields)}) and at most one `request` field of JSON options",
+            ) from None
         files, options = {}, None
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):

@@ -5,11 +5,13 @@ the model's fps and resizes/centre-crops to its image size), so served latents m
 Here: the limits (`MediaLimits`, from the settings), base64 and the JSON forms of clips and images,
 and the mapping of every refusal to an `ApiError` with a 4xx status and a code a client can branch
 on. Images in JSON bodies are never resized: an image of another size is refused with the size
-expected.
+expected. Uploaded video smaller than the model's crop is resized up (`resized_from` in the answer)
+unless the operator set `small_videos="refuse"`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
@@ -28,9 +30,11 @@ from training.data.video import (
     SourceInfo,
     decode_image_bytes,
     decode_video_bytes,
+    probe_video_bytes,
 )
 
 if TYPE_CHECKING:
+    from service.inference.stage import Stage
     from service.settings import Settings
 
 
@@ -44,6 +48,7 @@ class MediaLimits:
     max_frames: int  # frames after sampling at `fps`
     max_pixels: int  # width * height of one source frame
     max_duration_s: float
+    upscale: bool = True  # a video smaller than `size` is resized up (else refused: video_too_small)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, size: int, fps: float) -> MediaLimits:
@@ -54,6 +59,7 @@ class MediaLimits:
             max_frames=settings.max_frames,
             max_pixels=settings.max_pixels,
             max_duration_s=settings.max_duration_s,
+            upscale=settings.small_videos == "resize",
         )
 
     @property
@@ -72,7 +78,11 @@ def refused(err: MediaRejected, limits: MediaLimits, kinds: str) -> ApiError:
         ),
         "no_video_stream": (422, "no_video_stream", "send a file with a video track"),
         "unsupported_codec": (415, "unsupported_codec", "re-encode it as H.264, VP9 or GIF"),
-        "too_small": (422, "video_too_small", f"send video whose shorter side is at least {size} px"),
+        "too_small": (
+            422, "video_too_small",
+            f"send video whose shorter side is at least {size} px (this server refuses smaller video: "
+            "LAWM_SMALL_VIDEOS=refuse)",
+        ),
         "truncated": (422, "truncated_video", "send the complete file"),
         "frame_too_large": (
             413, "frame_too_large", f"downscale to about {size}x{size} before uploading (the model works at that size)"
@@ -106,7 +116,20 @@ def decode_clip_bytes(data: bytes, *, filename: str | None, limits: MediaLimits)
     what = f"the upload {filename!r}" if filename else "the upload"
     _check_bytes(data, limits, what)
     try:
-        return decode_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding)
+        return decode_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding,
+                                  upscale=limits.upscale)
+    except MediaRejected as err:
+        raise refused(err, limits, VIDEO_KINDS) from err
+
+
+def probe_clip_bytes(data: bytes, *, filename: str | None, limits: MediaLimits) -> SourceInfo:
+    """The checks of `decode_clip_bytes` that need no decoding (size, container, codec, limits from
+    the headers): a job refuses a bad upload at once and decodes it only when it runs."""
+    what = f"the upload {filename!r}" if filename else "the upload"
+    _check_bytes(data, limits, what)
+    try:
+        return probe_video_bytes(data, what=what, fps=limits.fps, size=limits.size, limits=limits.decoding,
+                                 upscale=limits.upscale)
     except MediaRejected as err:
         raise refused(err, limits, VIDEO_KINDS) from err
 
@@ -190,3 +213,33 @@ def clip_from(
         return frames_from_base64(frames, limits=limits, field=frames_field), None
     raise ApiError(422, "invalid_request", f"no {field}: upload it as the multipart file `{field}` or send its frames",
                    "see /docs for both forms")
+
+
+def resized_from(source: SourceInfo | None, size: int) -> list[int] | None:
+    """`[width, height]` of an upload that was smaller than the model's crop and was resized up."""
+    if source is None or min(source.width, source.height) >= size:
+        return None
+    return [source.width, source.height]
+
+
+def decode_work(source: SourceInfo, limits: MediaLimits) -> float:
+    """Frames the decoder will go through for an upload (every source frame is decoded), from its
+    headers; the most a clip may hold when the header gives no duration."""
+    if source.duration_s is None:
+        return limits.max_duration_s * source.fps if source.fps > 0 else float(limits.max_frames)
+    return max(1.0, source.duration_s * source.fps)
+
+
+async def clip_in_stage(
+    stage: Stage, body: Body, field: str, frames: list[str] | None, limits: MediaLimits, frames_field: str = "frames",
+    deadline: float | None = None,
+) -> tuple[np.ndarray, SourceInfo | None]:
+    """`clip_from` run in the decode `stage`: admitted by its work in frames (an upload's from its
+    headers, checked first in a thread: a bad file is refused before it waits), or 429 at once."""
+    upload = body.files.get(field)
+    if upload is not None and not frames:
+        source = await asyncio.to_thread(probe_clip_bytes, upload.data, filename=upload.filename, limits=limits)
+        work = decode_work(source, limits)
+    else:
+        work = float(len(frames or ()))
+    return await stage.run(lambda: clip_from(body, field, frames, limits, frames_field), work, deadline)

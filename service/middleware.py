@@ -5,11 +5,14 @@
 - Body limits: a declared `Content-Length` over the limit is refused before a byte is read; a
   chunked body is counted as it streams and cut off at the limit. JSON bodies get `max_json_bytes`,
   anything else (uploads) `max_upload_bytes`.
+- Body time-out: a body still arriving `body_timeout_s` after the request started is answered 408
+  and the connection closed (a client sending a byte a second holds nothing for long).
 - Anything unexpected is logged with the request id and answered with a generic 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -55,11 +58,23 @@ def too_large(what: str, size: int | str, limit: int) -> ApiError:
     )
 
 
+def body_too_slow(limit_s: float) -> ApiError:
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the request body did not arrive within {limit_s:g} s",
+        "send the body at once, or a smaller one (the server's LAWM_BODY_TIMEOUT_S sets the limit)",
+    )
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_json_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_json_bytes: int, max_upload_bytes: int, body_timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.max_json_bytes = max_json_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.body_timeout_s = body_timeout_s  # the whole body, from the request's start (a slow client's cap)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,11 +101,20 @@ class RequestContextMiddleware:
             return
 
         received = 0
+        body_done = False
+        body_deadline = None if self.body_timeout_s is None else asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or body_deadline is None:
+                message = await receive()  # after the body: waiting for a disconnect is not timed
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, body_deadline - asyncio.get_running_loop().time()))
+                except TimeoutError:
+                    raise body_too_slow(self.body_timeout_s or 0.0) from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise too_large(what, f"more than {limit}", limit)
@@ -118,7 +142,7 @@ async def _send_error(send: Send, err: ApiError, rid: str) -> None:
     payload = json.dumps(error_body(err.code, err.message, err.hint, rid)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
-    if err.status == 413:
+    if err.status in (408, 413):
         headers.append((b"connection", b"close"))  # the rest of the body is not read
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

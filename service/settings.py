@@ -8,6 +8,7 @@ them. Lists (`LAWM_API_KEYS`, `LAWM_AUTH_EXEMPT`) take a comma-separated string 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,14 +66,29 @@ class Settings(BaseSettings):
     max_pixels: int = Field(4096 * 4096, ge=1)  # width * height of one source frame
     max_duration_s: float = Field(300.0, gt=0)
     max_json_bytes: int = Field(16 * MiB, ge=1)
+    # Uploaded video smaller than the model's crop: "resize" it up (answers say `resized_from`), or
+    # "refuse" it (422 video_too_small) where upscaled frames would mislead more than they help.
+    small_videos: Literal["resize", "refuse"] = "resize"
     max_rollout_steps: int = Field(64, ge=1)
     max_goals: int = Field(1024, ge=1)  # cached goal states (least recently used are dropped)
     max_plan_rows: int = Field(100_000, ge=1)  # samples x horizon x iterations of one plan
     max_concurrent_plans: int = Field(32, ge=1)  # plans searching at once (each holds a thread)
 
+    # --- admission before the bottleneck: uploads decode in a stage of their own
+    decode_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)  # decodes at once
+    decode_max_backlog_frames: int = Field(20_000, ge=1)  # source frames admitted and not yet decoded
+    decode_max_wait_s: float = Field(5.0, gt=0)  # a backlog estimated to take longer answers 429 at once
+
+    # --- slow and numerous clients (see service.server)
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection's first request headers must arrive within this
+    body_timeout_s: float = Field(120.0, gt=0)  # a request's body must arrive within this of its start (408)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)  # an idle kept-alive connection is closed after this
+    max_connections: int | None = Field(1000, ge=1)  # open connections + requests in flight; past it 503
+
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)
     job_ttl_s: float = Field(3600.0, gt=0)
+    max_queued_jobs: int = Field(8, ge=1)  # jobs queued or running before POST /v1/transfers answers 429
     # --- scale-out: jobs and caches on Redis when redis_url is set; otherwise in-process
     redis_url: str | None = None  # e.g. redis://redis:6379/0
     redis_prefix: str = Field("lawm", pattern=r"^[A-Za-z0-9_.-]+$")  # keys are "{prefix}:..." (one cluster slot)

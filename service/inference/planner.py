@@ -21,9 +21,9 @@ import torch
 from exporters.runtime import action_step
 from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
-from service.inference.errors import PlanRejected, TooManyPlans
+from service.inference.errors import DeadlineExceeded, PlanRejected, TooManyPlans
 from service.inference.queue import Priority
-from training.planning import PRESETS, Plan, PlannerConfig, get_cost, plan, preset
+from training.planning import PRESETS, Plan, PlannerConfig, SearchStopped, get_cost, plan, preset
 
 PLANNER_FIELDS = {f.name for f in dataclasses.fields(PlannerConfig)}
 
@@ -122,21 +122,29 @@ async def run_plan(
     """Search from `state` `[N, D]` towards `goal` `[N, D]`; returns the plan and per-component seconds.
 
     `soft_deadline` stops iterating (the best plan so far is returned); `hard_deadline` bounds each
-    engine call (504 past it). Both are absolute `time.monotonic()` values."""
+    engine call. Both are absolute `time.monotonic()` values. A call refused or failed at the hard
+    deadline ends the search with the iterations that finished (`deadline_hit`); when none did there
+    is no plan to give, and the answer is DeadlineExceeded (504)."""
     bridge = EngineBridge(engine, asyncio.get_running_loop(), Priority.PLAN, hard_deadline)
     if cfg.cost == "pixel":
         engine.require("decoder")
 
+    def call(component: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return bridge.call(component, inputs)
+        except DeadlineExceeded as err:  # at most one batch late: stop with the best plan so far
+            raise SearchStopped(str(err)) from err
+
     def decode(states: torch.Tensor) -> torch.Tensor:
         """For the pixel cost: states `[B, N, D]` -> the first decoded frame of each `[B, 3, H, W]`."""
         s = states.detach().to(torch.float32).contiguous().numpy()[:, None]  # [B, 1, N, D]
-        return torch.from_numpy(bridge.call("decoder", {"states": s})["frames"][:, 0])
+        return torch.from_numpy(call("decoder", {"states": s})["frames"][:, 0])
 
     cost = get_cost(cfg.cost, decode=decode if cfg.cost == "pixel" else None)
     slots.acquire()
     try:
         search = functools.partial(
-            plan, action_step(bridge.call), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
+            plan, action_step(call), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
             deadline_at=soft_deadline,
         )
         result = await bridge.run(search, executor=slots.executor)
@@ -144,6 +152,8 @@ async def run_plan(
         raise PlanRejected("invalid_plan_inputs", str(err)) from err
     finally:
         slots.release()
+    if result.iterations_run == 0 and result.deadline_hit:
+        raise DeadlineExceeded("the deadline passed before one planner iteration finished; there is no plan to give")
     timings = {"controller": bridge.timings.get("controller", 0.0),
                "world_model": bridge.timings.get("world_model_step", 0.0)}
     return result, timings

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from service.jobs.store import Job, JobResult, JobState, JobStore
+from service.jobs.store import InProcessJobStore, Job, JobResult, JobState, JobStore
 
 log = logging.getLogger("lawm.jobs")
 
@@ -117,6 +117,7 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # job id -> task, queued or running here
         self._on_state = on_state or (lambda old, new: None)
         self.closing = False
+        self.mean_run_s: float | None = None  # recent seconds per job run here (Retry-After of a full queue)
 
     @property
     def active(self) -> int:
@@ -170,8 +171,11 @@ class JobRunner:
         self._on_state(JobState.QUEUED, JobState.RUNNING)
         inputs = await self.store.inputs(job_id) or {}
         ctx = JobContext(self.store, job_id)
+        started = time.monotonic()
         try:
             result = await self.handlers[job.kind](ctx, job.params, inputs)
+            took = time.monotonic() - started
+            self.mean_run_s = took if self.mean_run_s is None else 0.7 * self.mean_run_s + 0.3 * took
         except (JobCancelled, asyncio.CancelledError) as e:
             return await self._stopped(job_id, ctx, e)
         except JobError as e:
@@ -196,6 +200,7 @@ class JobRunner:
                 task.uncancel()  # the cancel was for this job, and it is handled here
             return await self._ended(job_id, JobState.CANCELLED, "cancelled", "")
         await self._ended(job_id, JobState.FAILED, "shutdown", SHUTDOWN_MESSAGE)
+        log.warning("job %s failed: %s", job_id, SHUTDOWN_MESSAGE)
         raise stop
 
     async def _ended(
@@ -219,9 +224,9 @@ class JobRunner:
         Returns how many jobs were stopped that way."""
         self.closing = True
         pending = list(self._tasks.items())
-        if not pending:
-            return 0
-        _done, still = await asyncio.wait([t for _, t in pending], timeout=max(timeout_s, 0.0))
+        still: set[asyncio.Task[None]] = set()
+        if pending:
+            _done, still = await asyncio.wait([t for _, t in pending], timeout=max(timeout_s, 0.0))
         for task in still:
             task.cancel()
         for task in still:
@@ -232,4 +237,13 @@ class JobRunner:
                 job = await self.store.get(job_id)
                 if job is not None and not job.done:
                     await self._ended(job_id, JobState.FAILED, "shutdown", SHUTDOWN_MESSAGE, old=job.state)
+                    log.warning("job %s failed: %s", job_id, SHUTDOWN_MESSAGE)
+        # An in-process store's jobs live and die with this process: every one still unfinished was
+        # accepted here and will never run. Record it (GET /v1/jobs/{id} says why while the process
+        # lives) and log it. (A shared store's jobs belong to other processes too: not swept.)
+        local = isinstance(self.store, InProcessJobStore)
+        for job in await self.store.list_jobs() if local else []:
+            if not job.done:
+                await self._ended(job.id, JobState.FAILED, "shutdown", SHUTDOWN_MESSAGE, old=job.state)
+                log.warning("job %s failed: %s", job.id, SHUTDOWN_MESSAGE)
         return len(still)

@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas import Base64Image, RequestBody
+from service.schemas import MAX_ARRAY_ROWS, Base64Image, RequestBody
 
 
 class ClipFrames(RequestBody):
     frames: list[Base64Image] = Field(
-        min_length=1, description="the clip's frames in order, at the model's size"
+        min_length=1, max_length=MAX_ARRAY_ROWS, description="the clip's frames in order, at the model's size"
     )
 
 

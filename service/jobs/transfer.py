@@ -30,7 +30,7 @@ from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_latents
 from service.jobs.runner import Handler, JobContext, JobError
 from service.jobs.store import JobResult
-from training.data.video import encode_mp4
+from training.data.video import DecodeLimits, MediaRejected, decode_video_bytes, encode_mp4
 from training.evaluation.pixels import psnr, ssim
 
 Step = Callable[[str, float], Awaitable[None]]  # (stage, progress) -> raises JobCancelled when cancelled
@@ -180,12 +180,36 @@ def unpack_frames(data: bytes) -> np.ndarray:
     return frames
 
 
+UPLOAD, FRAMES = "upload", "frames"  # what a job input holds: the uploaded file's bytes, or packed frames
+
+
+def decode_input(data: bytes, kind: str, decode: dict[str, Any] | None, what: str) -> np.ndarray:
+    """A job input -> uint8 frames `[T, H, W, 3]`. Uploads are kept as their bytes while the job is
+    queued (a fraction of the decoded frames' size) and decoded here, when it runs, with the
+    sampling and limits the API checked their headers against (`decode`, in the job's params)."""
+    if kind != UPLOAD:
+        return unpack_frames(data)
+    if decode is None:
+        raise JobError("bad_input", f"{what} is an upload but the job has no decoding settings")
+    limits = DecodeLimits(decode["max_frames"], decode["max_pixels"], decode["max_duration_s"])
+    try:
+        return decode_video_bytes(data, what=what, fps=decode["fps"], size=decode["size"], limits=limits,
+                                  upscale=decode.get("upscale", False)).frames
+    except MediaRejected as err:
+        raise JobError(err.kind, err.message) from err
+
+
 def transfer_handler(engine: Engine) -> Handler:
-    """The runner's handler for "transfer" jobs: inputs "a" and "b" (packed frames), params steps/fps."""
+    """The runner's handler for "transfer" jobs: inputs "a" and "b" (uploads or packed frames, as
+    params["inputs"] says), params steps/fps/decode."""
 
     async def handle(ctx: JobContext, params: dict[str, Any], inputs: dict[str, bytes]) -> JobResult:
         await ctx.step("load", 0.0)
-        frames_a, frames_b = unpack_frames(inputs["a"]), unpack_frames(inputs["b"])
+        kinds = params.get("inputs") or {}
+        frames_a, frames_b = await asyncio.gather(*(
+            asyncio.to_thread(decode_input, inputs[k], kinds.get(k, FRAMES), params.get("decode"), f"clip_{k}")
+            for k in ("a", "b")
+        ))
         out = await transfer(engine, frames_a, frames_b, params.get("steps"), ctx.step)
         await ctx.step("mp4", 0.95)
         fps = float(params.get("fps") or engine.geo.fps)

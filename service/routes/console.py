@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import av
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from service.deps import EngineDep
 from service.errors import ApiError
@@ -103,12 +104,32 @@ async def samples() -> dict[str, Any]:
     return {"samples": out}
 
 
+def _checked_range(request: Request, size: int) -> None:
+    """Byte ranges as RFC 9110 says: a Range of another unit is ignored (the whole file is sent), a
+    bad or unsatisfiable byte range is the JSON error (Starlette would answer it in plain text)."""
+    value = request.headers.get("range")
+    if value is None:
+        return
+    if not value.strip().lower().startswith("bytes="):
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"range"]
+        return
+    try:
+        FileResponse._parse_range_header(value, size)
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", f"the range {value!r} is outside the file's {size} bytes",
+                       f"ask for bytes within 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"}) from None
+    except MalformedRangeHeader as err:
+        raise ApiError(400, "bad_range", f"the Range header {value!r} is malformed: {err.content}",
+                       "send Range: bytes=START-END, or no Range for the whole file") from None
+
+
 @router.get("/samples/{name}", response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
-async def sample_file(name: str) -> FileResponse:
+async def sample_file(name: str, request: Request) -> FileResponse:
     """One sample clip's MP4, as shipped (byte ranges supported, so a player can seek)."""
     clips = await asyncio.to_thread(_samples)
     if name not in clips:
         raise ApiError(404, "unknown_sample", f"no sample clip {name!r}", f"choose one of {sorted(clips)}")
+    _checked_range(request, clips[name].stat().st_size)
     return FileResponse(clips[name], media_type="video/mp4", filename=clips[name].name,
                         content_disposition_type="inline")
 

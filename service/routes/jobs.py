@@ -1,8 +1,9 @@
 """Async jobs: POST /v1/transfers -> 202 + Location; GET /v1/jobs[/{id}[/result]]; DELETE cancels.
 
-The clips are decoded and checked when the job is submitted, so a bad upload is a 4xx at once
-instead of a failed job later; the job then holds the decoded frames and runs in the background
-(`service.jobs.runner`) at render priority. `Idempotency-Key` (after the IETF httpapi draft): the
+An upload's headers are checked when the job is submitted, so a bad upload is a 4xx at once; the
+queued job holds the upload's bytes (not its decoded frames) and decodes them when it runs in the
+background (`service.jobs.runner`) at render priority. At most `max_queued_jobs` jobs are queued or
+running (429 + Retry-After beyond). `Idempotency-Key` (after the IETF httpapi draft): the
 same key with the same body returns the same job (202 again, `Idempotent-Replayed: true`); the
 same key with a different body is a 422.
 """
@@ -10,10 +11,11 @@ same key with a different body is a 422.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import math
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -23,9 +25,10 @@ from service.inputs import Body, read_body
 from service.jobs.runner import JobService, RunnerClosed
 from service.jobs.schemas import JobList, JobOut, TransferRequest
 from service.jobs.store import IdempotencyConflict, Job, JobSpec, JobState
-from service.jobs.transfer import KIND, VIDEO, pack_frames
-from service.media import MediaLimits, clip_from
+from service.jobs.transfer import FRAMES, KIND, UPLOAD, VIDEO, pack_frames
+from service.media import MediaLimits, clip_from, probe_clip_bytes, resized_from
 from service.schemas import openapi_body
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -33,6 +36,7 @@ IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 CLIPS = ("clip_a", "clip_b")
 JSON = "application/json"
+DEFAULT_JOB_S = 10.0  # seconds a job is taken to run before any has been measured (for Retry-After)
 
 
 def job_out(job: Job) -> JobOut:
@@ -77,12 +81,40 @@ def _fingerprint(body: Body, options: TransferRequest) -> str:
     return h.hexdigest()
 
 
-def _clip(body: Body, name: str, frames: list[str] | None, limits: MediaLimits) -> tuple[np.ndarray, dict[str, Any]]:
-    """uint8 frames `[T, H, W, 3]` of one clip (an upload, resized by the server, or JSON frames) and
-    what the job records of it."""
-    array, src = clip_from(body, name, frames, limits, frames_field=f"{name}.frames")
-    source = f"{src.container} {src.codec} {src.width}x{src.height}" if src is not None else "frames"
-    return array, {"frames": len(array), "source": source}
+def _clip(body: Body, name: str, frames: list[str] | None, limits: MediaLimits) -> tuple[bytes, str, dict[str, Any]]:
+    """One clip as the job keeps it while queued -> (input bytes, their kind, what the job records).
+
+    An upload is checked from its headers (a bad one is a 4xx now) and kept as its bytes, decoded
+    when the job runs; JSON frames (already the model's size) are decoded and packed. `frames` is
+    then the count after sampling, estimated from the header's duration for an upload (None when
+    the header has none)."""
+    upload = body.files.get(name)
+    if upload is not None and not frames:
+        src = probe_clip_bytes(upload.data, filename=upload.filename, limits=limits)
+        estimate = None if src.duration_s is None else max(1, math.ceil(src.duration_s * limits.fps - 1e-6))
+        info = {"frames": estimate, "source": f"{src.container} {src.codec} {src.width}x{src.height}",
+                "resized_from": resized_from(src, limits.size)}
+        return upload.data, UPLOAD, info
+    array, _ = clip_from(body, name, frames, limits, frames_field=f"{name}.frames")
+    return pack_frames(array), FRAMES, {"frames": len(array), "source": "frames"}
+
+
+async def check_capacity(runner: JobService, settings: Settings) -> None:
+    """429 before anything is read when `max_queued_jobs` jobs are queued or running: each holds
+    its inputs in memory, and a queue nobody can finish in time helps no one."""
+    counts = await runner.store.counts()
+    waiting = counts.get(JobState.QUEUED, 0) + counts.get(JobState.RUNNING, 0)
+    if waiting < settings.max_queued_jobs:
+        return
+    per_job = getattr(runner, "mean_run_s", None) or DEFAULT_JOB_S
+    retry = max(1, math.ceil(per_job * (waiting - settings.max_queued_jobs + 1) / max(1, getattr(runner, "concurrency", 1))))
+    raise ApiError(
+        429,
+        "too_many_jobs",
+        f"{waiting} jobs are queued or running; this server holds at most {settings.max_queued_jobs}",
+        "retry after the Retry-After seconds (LAWM_MAX_QUEUED_JOBS sets the limit)",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 @router.post(
@@ -116,6 +148,7 @@ async def create_transfer(
             headers={"Retry-After": "5"},
         )
     key = _key(request)
+    await check_capacity(runner, settings)
     body = await read_body(
         request,
         TransferRequest,
@@ -125,21 +158,23 @@ async def create_transfer(
     )
     options = body.options if isinstance(body.options, TransferRequest) else TransferRequest()
     limits = MediaLimits.from_settings(settings, size=engine.geo.image_size, fps=engine.geo.fps)
-    (frames_a, info_a), (frames_b, info_b) = await asyncio.gather(
+    (data_a, kind_a, info_a), (data_b, kind_b, info_b) = await asyncio.gather(
         asyncio.to_thread(_clip, body, "clip_a", options.clip_a.frames if options.clip_a else None, limits),
         asyncio.to_thread(_clip, body, "clip_b", options.clip_b.frames if options.clip_b else None, limits),
     )
     tb = engine.geo.tubelet
-    available = engine.geo.latent_steps(len(frames_a))
-    if available < 1 or len(frames_b) < tb:
+    # Counts of uploads are estimates from their headers; the job checks the decoded clips again.
+    count_a, count_b = info_a["frames"], info_b["frames"]
+    available = engine.geo.latent_steps(count_a) if count_a is not None else None
+    if (available is not None and available < 1) or (count_b is not None and count_b < tb):
         raise ApiError(
             422,
             "clip_too_short",
-            f"clip_a gives {len(frames_a)} frames and clip_b {len(frames_b)}; a transfer "
+            f"clip_a gives {count_a} frames and clip_b {count_b}; a transfer "
             f"needs at least {2 * tb} from clip_a (two states) and {tb} from clip_b (one state)",
             f"send at least {2 * tb / engine.geo.fps:g} s of video at the model's {engine.geo.fps:g} fps",
         )
-    if options.steps is not None and options.steps > available:
+    if options.steps is not None and available is not None and options.steps > available:
         raise ApiError(
             422,
             "bad_steps",
@@ -151,10 +186,10 @@ async def create_transfer(
         "fps": options.fps or engine.geo.fps,
         "clip_a": info_a,
         "clip_b": info_b,
+        "inputs": {"a": kind_a, "b": kind_b},
+        "decode": dataclasses.asdict(limits),
     }
-    spec = JobSpec(
-        KIND, params, {"a": pack_frames(frames_a), "b": pack_frames(frames_b)}, _fingerprint(body, options)
-    )
+    spec = JobSpec(KIND, params, {"a": data_a, "b": data_b}, _fingerprint(body, options))
     try:
         job, created = await runner.store.create(spec, key)
     except IdempotencyConflict as e:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.deps import EngineDep, GoalsDep, LatentsDep, PlanSlotsDep, SettingsDep
+from service.deps import DecodeDep, EngineDep, GoalsDep, LatentsDep, PlanSlotsDep, SettingsDep
 from service.errors import ApiError
 from service.inference.cache import content_key
 from service.inference.engine import Engine
@@ -24,7 +24,7 @@ from service.inference.planner import finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
-from service.media import MediaLimits, b64decode_field, clip_from, model_sized_image
+from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -90,6 +90,7 @@ async def latent_actions(
     engine: EngineDep,
     settings: SettingsDep,
     cache: LatentsDep,
+    decode: DecodeDep,
     deadline_ms: Annotated[float | None, Query(gt=0, le=600_000, description="answer within this or get a 504")] = None,
 ) -> Any:
     """A clip -> one latent action per step (between consecutive 2-frame states), with timestamps.
@@ -102,7 +103,8 @@ async def latent_actions(
     limits = limits_of(engine, settings)
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
-    frames, source = await asyncio.to_thread(clip_from, body, "file", options.frames if options else None, limits)
+    frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits,
+                                         deadline=deadline)
     fps = options.fps if options is not None and options.fps else engine.geo.fps
     tb = engine.geo.tubelet
     usable = engine.geo.usable_frames(len(frames))
@@ -143,6 +145,7 @@ async def latent_actions(
         start_s=starts,
         end_s=ends,
         source=SourceOut(**dataclasses.asdict(source)) if source is not None else None,
+        resized_from=resized_from(source, engine.geo.image_size),
         timing={"decode_s": t1 - t0, "encode_s": t2 - t1, "idm_s": t3 - t2, "total_s": time.perf_counter() - t0},
     )
 
@@ -158,7 +161,7 @@ async def latent_actions(
     ),
     responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"}},
 )
-async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, decode: DecodeDep) -> Any:
     """Context (a clip or frames) + latent actions or real actions -> predicted states, optionally
     decoded to an MP4 or a PNG strip."""
     t0 = time.perf_counter()
@@ -171,7 +174,8 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
     if not isinstance(options, RolloutRequest):
         raise ApiError(422, "invalid_request", "missing the `request` field (the rollout options as JSON)",
                        "add a `request` form field holding {\"latents\": [...]} or {\"actions\": [...]}")
-    frames, _ = await asyncio.to_thread(clip_from, body, "context", options.frames, limits)
+    deadline = deadline_of(options.deadline_ms, start)
+    frames, source = await clip_in_stage(decode, body, "context", options.frames, limits, deadline=deadline)
     driven = "latents" if options.latents is not None else "actions"
     rows = options.latents if options.latents is not None else options.actions
     assert rows is not None
@@ -184,7 +188,6 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
         values = as_array(rows, "actions", geo.action_dim, "the controller's action size")
     else:
         values = as_array(rows, "latents", geo.latent_dim, "the latent size")
-    deadline = deadline_of(options.deadline_ms, start)
     t1 = time.perf_counter()
 
     async def compute() -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
@@ -217,6 +220,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep) -
         steps=len(predicted),
         driven_by=driven,
         context_states=context_states,
+        resized_from=resized_from(source, geo.image_size),
         state_shape=list(geo.state_shape),
         states=predicted.tolist() if options.include_states else None,
         latents=applied.tolist(),
@@ -321,17 +325,18 @@ async def plan(
         goal_image = await _image(body.goal, "goal", limits)
         key = goal_id(model_key(engine), goal_image)
         images = np.stack([observation, goal_image])
-    soft = deadline_of(body.deadline_ms, start)
-    hard = None if soft is None else soft + (soft - start)  # twice the budget: a late step is answered 504
+    # One deadline for everything: the search stops before an iteration that would not finish in
+    # time, and an engine call still queued or computing at the deadline ends it (one batch late at most).
+    deadline = deadline_of(body.deadline_ms, start)
     t1 = time.perf_counter()
 
     async def compute() -> tuple[Any, dict[str, float], float]:
-        states = await engine.encode_images(images, Priority.PLAN, soft)
+        states = await engine.encode_images(images, Priority.PLAN, deadline)
         t2 = time.perf_counter()
         goal = goal_state if goal_state is not None else states[1]
         if goal_state is None:
             await store.put(key, goal)
-        result, parts = await run_plan(engine, slots, cfg, states[0], goal, soft, hard)
+        result, parts = await run_plan(engine, slots, cfg, states[0], goal, deadline, deadline)
         return result, parts, t2
 
     result, parts, t2 = await cancel_on_disconnect(request, compute())

@@ -200,13 +200,18 @@ def check_size(name: str, width: int, height: int, size: int) -> None:
         raise VideoTooSmall(name, width, height, size)
 
 
-def _resize_crop(frame: av.VideoFrame, size: int, name: str) -> np.ndarray:
-    """Shrink so the short side is ``size`` (area filter), then centre-crop; returns HWC uint8 RGB."""
+def _resize_crop(frame: av.VideoFrame, size: int, name: str, upscale: bool = False) -> np.ndarray:
+    """Shrink so the short side is ``size`` (area filter), then centre-crop; returns HWC uint8 RGB.
+    A frame smaller than the crop is refused unless ``upscale`` (then enlarged, bilinear): training
+    data never is, but a served camera below the model's size is still worth answering."""
     w, h = frame.width, frame.height
-    check_size(name, w, h, size)
+    small = min(w, h) < size
+    if not upscale:
+        check_size(name, w, h, size)
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation="AREA").to_ndarray()
+    filter_ = "BILINEAR" if small else "AREA"
+    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation=filter_).to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return rgb[top : top + size, left : left + size]
 
@@ -490,41 +495,63 @@ def _guarded(
         yield t, frame
 
 
-def decode_video_bytes(data: bytes, *, what: str, fps: float, size: int, limits: DecodeLimits) -> DecodedVideo:
+def _checked_header(
+    container: av.container.InputContainer, what: str, fps: float, size: int, limits: DecodeLimits, upscale: bool
+) -> tuple[av.VideoStream, SourceInfo]:
+    """The checks a header allows, before a single frame is decoded."""
+    stream = _decodable_stream(container, what)
+    width, height = stream.width, stream.height
+    _check_pixels(width, height, limits, what)
+    src_fps = _stream_fps(stream)
+    duration = _header_duration(container, stream)
+    if duration is not None and duration > limits.max_duration_s:
+        raise _too_long(what, duration, limits)
+    if duration is not None and (expected := math.ceil(duration * fps - 1e-6)) > limits.max_frames:
+        raise _too_many_frames(what, f"about {expected}", fps, limits)
+    if min(width, height) < size and not upscale:
+        raise MediaRejected(
+            "too_small",
+            f"{what} is {width}x{height}; the model takes {size}x{size} crops and this server does not upscale",
+        )
+    source = SourceInfo(
+        container=VIDEO_CONTAINERS[container.format.name],
+        codec=stream.codec_context.name,
+        width=width,
+        height=height,
+        fps=src_fps,
+        duration_s=duration,
+    )
+    return stream, source
+
+
+def probe_video_bytes(
+    data: bytes, *, what: str, fps: float, size: int, limits: DecodeLimits, upscale: bool = False
+) -> SourceInfo:
+    """What :func:`decode_video_bytes` checks from the container and stream headers alone (no frame
+    is decoded): for refusing a bad upload at once while deferring its decoding. Raises
+    :class:`MediaRejected`; a file damaged past its header is only found when decoded."""
+    with _open_bytes(data, what, VIDEO_CONTAINERS, VIDEO_KINDS) as container:
+        return _checked_header(container, what, fps, size, limits, upscale)[1]
+
+
+def decode_video_bytes(
+    data: bytes, *, what: str, fps: float, size: int, limits: DecodeLimits, upscale: bool = False
+) -> DecodedVideo:
     """A video file in memory (MP4/MOV, WebM/MKV, AVI, GIF) -> uint8 frames `[T, size, size, 3]`
     sampled at `fps` from its first frame, resized and centre-cropped as :func:`decode_all` does.
+    A video whose shorter side is below `size` is refused ("too_small"), or resized up if `upscale`.
 
     `what` names the media in messages ("the upload 'a.mp4'"). Raises :class:`MediaRejected`."""
     with _open_bytes(data, what, VIDEO_CONTAINERS, VIDEO_KINDS) as container:
-        stream = _decodable_stream(container, what)
-        width, height = stream.width, stream.height
-        _check_pixels(width, height, limits, what)  # before a single frame is decoded
-        src_fps = _stream_fps(stream)
-        duration = _header_duration(container, stream)
-        if duration is not None and duration > limits.max_duration_s:
-            raise _too_long(what, duration, limits)
-        if duration is not None and (expected := math.ceil(duration * fps - 1e-6)) > limits.max_frames:
-            raise _too_many_frames(what, f"about {expected}", fps, limits)
-        if min(width, height) < size:
-            raise MediaRejected(
-                "too_small",
-                f"{what} is {width}x{height}; the model takes {size}x{size} crops and never upscales",
-            )
+        stream, source = _checked_header(container, what, fps, size, limits, upscale)
+        src_fps, duration = source.fps, source.duration_s
         state = _Decoded(frames=[], end_s=None, error=None)
         decoded = _guarded(_timed_frames(container, stream, src_fps, state), limits, what)
         try:
             # one more frame than allowed: tells "too many" without decoding on
-            _sample(decoded, 0.0, 1.0 / fps, limits.max_frames + 1, lambda f: _resize_crop(f, size, what), state)
+            _sample(decoded, 0.0, 1.0 / fps, limits.max_frames + 1, lambda f: _resize_crop(f, size, what, upscale), state)
         except UnreadableVideo as err:  # a frame smaller than the crop part-way through
             raise MediaRejected("too_small", err.reason) from err
-        source = SourceInfo(
-            container=VIDEO_CONTAINERS[container.format.name],
-            codec=stream.codec_context.name,
-            width=width,
-            height=height,
-            fps=src_fps,
-            duration_s=duration,
-        )
     if len(state.frames) > limits.max_frames:
         raise _too_many_frames(what, f"more than {limits.max_frames}", fps, limits)
     if state.error is not None or not state.frames:

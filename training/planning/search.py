@@ -31,6 +31,12 @@ from training.planning.config import PlannerConfig
 StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
+class SearchStopped(Exception):
+    """Raised by a step or cost function to end the search now (e.g. a serving deadline passed
+    while one of its calls waited): the iteration in progress is dropped and the best plan of the
+    iterations that finished is returned with `deadline_hit=True` (cost inf if none finished)."""
+
+
 @runtime_checkable
 class ContextStep(Protocol):
     """A step that carries each candidate's rollout context between calls (a KV cache, the states
@@ -223,7 +229,11 @@ def search(
         candidates = candidates.clamp(low, high)
         sequences = candidates.expand(n, horizon, dims) if cfg.straight_line else candidates  # [N, H, A]
 
-        costs = evaluate(step, cost_fn, initial_state, goal, sequences, timings=timings)  # [N]
+        try:
+            costs = evaluate(step, cost_fn, initial_state, goal, sequences, timings=timings)  # [N]
+        except SearchStopped:
+            deadline_hit = True
+            break
         i = int(torch.argmin(costs))
         cost_i = float(costs[i])
         history.append(cost_i)

@@ -91,3 +91,20 @@ def truncated(data: bytes, keep: float = 0.5) -> bytes:
 
 def random_bytes(n: int = 4096, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).bytes(n)
+
+
+def small_video(codec: str, container: str, pix_fmt: str, width: int, height: int, frames: int = 16,
+                fps: int = 8) -> bytes:
+    """A real clip of any size, codec and pixel format (e.g. 160x120 gray FFV1, a 96x72 GIF)."""
+    square = clip(frames, max(width, height), fps)
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as box:
+        stream = box.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for image in square:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="rgb24")
+            for packet in stream.encode(frame.reformat(format=pix_fmt)):
+                box.mux(packet)
+        for packet in stream.encode(None):
+            box.mux(packet)
+    return out.getvalue()

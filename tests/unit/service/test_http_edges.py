@@ -100,7 +100,7 @@ def test_api_errors_validation_and_unknown_paths_share_one_body(client: TestClie
     error = error_of(client.post("/items", json={"name": "x", "count": "many"}), 422, "invalid_request")
     assert "count" in error["message"] and error["fields"][0]["field"] == "count"
     error_of(client.post("/items", content=b"{not json", headers={"content-type": "application/json"}), 422,
-             "invalid_request")
+             "invalid_json")
     error_of(client.get("/nowhere"), 404, "not_found")
     error_of(client.delete("/ok"), 405, "method_not_allowed")
 

@@ -14,6 +14,7 @@ from service.media import (
     decode_clip_bytes,
     decode_image,
     frames_from_base64,
+    resized_from,
 )
 from training.data.samples import sample_clips
 from training.data.video import decode_all, encode_png_strip
@@ -26,6 +27,7 @@ from .media_files import (
     mp4,
     png_b64,
     random_bytes,
+    small_video,
     truncated,
     webm,
 )
@@ -62,7 +64,6 @@ def test_webm_and_gif_are_accepted() -> None:
         pytest.param(truncated(mp4(16)), "unreadable_media", 422, id="truncated-mp4"),
         pytest.param(audio_only_mp4(), "no_video_stream", 422, id="audio-only"),
         pytest.param(gif_with_screen(10_000, 10_000), "frame_too_large", 413, id="10000x10000-header"),
-        pytest.param(mp4(24, size=16), "video_too_small", 422, id="smaller-than-the-model"),
     ],
 )
 def test_bad_uploads_are_refused_with_a_code(data: bytes, code: str, status: int) -> None:
@@ -107,3 +108,27 @@ def test_base64_frames() -> None:
     fails("invalid_base64", 422, b64decode_field, "not base64!", "frames[0]")
     fails("urls_not_fetched", 422, b64decode_field, "https://example.com/a.png", "goal")
     assert b64decode_field("data:image/png;base64,aGk=", "x") == b"hi"
+
+
+@pytest.mark.parametrize(
+    ("codec", "container", "pix_fmt", "width", "height"),
+    [
+        pytest.param("ffv1", "matroska", "gray", 160, 120, id="160x120-gray-ffv1"),
+        pytest.param("ffv1", "matroska", "yuv420p", 127, 93, id="127x93-ffv1"),
+        pytest.param("gif", "gif", "rgb8", 96, 72, id="96x72-gif"),
+        pytest.param("libx264", "mp4", "yuv420p", 96, 72, id="96x72-h264"),
+    ],
+)
+def test_small_videos_are_resized_up_by_default_and_refused_when_asked(
+    codec: str, container: str, pix_fmt: str, width: int, height: int
+) -> None:
+    data = small_video(codec, container, pix_fmt, width, height)
+    model = MediaLimits(**{**LIMITS.__dict__, "size": 128})  # the demo model's crop: larger than the clip
+    got = decode_clip_bytes(data, filename="small", limits=model)
+    assert got.frames.shape == (8, 128, 128, 3) and got.frames.dtype == np.uint8  # 2 s at 4 fps
+    assert got.frames.std() > 0  # real picture, not a blank fill
+    assert resized_from(got.source, 128) == [width, height]
+    assert resized_from(got.source, 64) is None  # large enough for a 64 px model: not resized up
+    refuse = MediaLimits(**{**model.__dict__, "upscale": False})
+    err = fails("video_too_small", 422, decode_clip_bytes, data, filename="small", limits=refuse)
+    assert f"{width}x{height}" in err.message and "128" in err.hint

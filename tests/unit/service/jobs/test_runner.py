@@ -160,3 +160,36 @@ def test_drain_finishes_or_fails_pending_jobs_and_refuses_new_ones(timeout_s: fl
             runner.submit(late)
 
     asyncio.run(go())
+
+
+def test_shutdown_records_and_logs_every_accepted_job(caplog: pytest.LogCaptureFixture) -> None:
+    async def go() -> None:
+        store, handler = InProcessJobStore(), Gated()
+        runner = JobRunner(store, {"steps": handler}, concurrency=1)
+        running, queued = [(await store.create(spec(2)))[0] for _ in range(2)]
+        runner.submit(running)
+        runner.submit(queued)
+        orphan, _ = await store.create(spec(1))  # accepted (in the store) but never handed to the runner
+        await until(lambda: handler.running == 1)
+        with caplog.at_level("WARNING", logger="lawm.jobs"):
+            await runner.drain(0.0)
+        for job in (running, queued, orphan):
+            after = await store.get(job.id)  # what GET /v1/jobs/{id} answers while the process lives
+            assert after.state is JobState.FAILED
+            assert after.error["code"] == "shutdown" and "shut down" in after.error["message"]
+            assert any(job.id in r.getMessage() and "shut down" in r.getMessage() for r in caplog.records)
+
+    asyncio.run(go())
+
+
+def test_the_mean_run_time_is_measured() -> None:
+    async def go() -> None:
+        store, handler = InProcessJobStore(), Gated()
+        handler.gate.set()
+        runner = JobRunner(store, {"steps": handler})
+        assert runner.mean_run_s is None
+        job, _ = await store.create(spec(1))
+        await runner.execute(job.id)
+        assert runner.mean_run_s is not None and runner.mean_run_s >= 0
+
+    asyncio.run(go())
