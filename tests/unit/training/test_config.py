@@ -53,3 +53,13 @@ def test_component_restricted_diff_ignores_what_a_stage_retrains() -> None:
     b = config_from_dict({"model": {"regularizer": {"kind": "sparse"}}}).model.model_dump(mode="json")
     assert model_config_diff(a, b, components=["encoder", "decoder"]) == []
     assert model_config_diff(a, b, components=["idm"]) == ["model.regularizer.kind: expected 'noisy', checkpoint has 'sparse'"]
+
+
+def test_a_field_added_since_a_checkpoint_was_saved_compares_as_its_default() -> None:
+    from training.config import ModelConfig, model_config_diff
+
+    stored = ModelConfig().model_dump(mode="json")
+    del stored["decoder"]["head"]  # saved before the decoder had a choice of heads
+    assert model_config_diff(ModelConfig(), stored) == []
+    stored["decoder"]["dim"] = 7
+    assert model_config_diff(ModelConfig(), stored) == ["model.decoder.dim: expected 128, checkpoint has 7"]
