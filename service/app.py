@@ -25,10 +25,11 @@ from service.errors import install_error_handlers
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
 from service.inference.planner import PlanSlots
+from service.inference.sessions import SessionStore
 from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
-from service.routes import console, health, jobs, kserve, v1
+from service.routes import console, health, jobs, kserve, sessions, v1
 from service.schemas import REQUEST_MODELS
 from service.settings import Settings, get_settings
 from training import __version__
@@ -55,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.goals, app.state.latents = build_caches(settings)  # shared through Redis when configured
     app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)
+    app.state.sessions = SessionStore(settings.max_sessions)  # per replica: see service.inference.sessions
     try:
         await engine.load()
     except Exception as e:
@@ -111,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    for module in (health, v1, jobs, kserve):
+    for module in (health, v1, sessions, jobs, kserve):
         app.include_router(module.router)
     console.mount_console(app)  # the web console: its data routes, its page at / and assets under /static
     # Added innermost first: auth sits inside the metrics (401s are counted) and the request context.

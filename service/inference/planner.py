@@ -118,9 +118,11 @@ async def run_plan(
     goal: np.ndarray,
     soft_deadline: float | None,
     hard_deadline: float | None,
+    initial_mean: np.ndarray | None = None,
 ) -> tuple[Plan, dict[str, float]]:
     """Search from `state` `[N, D]` towards `goal` `[N, D]`; returns the plan and per-component seconds.
 
+    `initial_mean` `[H, A]` warm-starts the search (a session's previous plan, shifted).
     `soft_deadline` stops iterating (the best plan so far is returned); `hard_deadline` bounds each
     engine call (504 past it). Both are absolute `time.monotonic()` values."""
     bridge = EngineBridge(engine, asyncio.get_running_loop(), Priority.PLAN, hard_deadline)
@@ -138,6 +140,7 @@ async def run_plan(
         search = functools.partial(
             plan, action_step(bridge.call), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
             deadline_at=soft_deadline,
+            initial_mean=None if initial_mean is None else torch.from_numpy(np.asarray(initial_mean, np.float32)),
         )
         result = await bridge.run(search, executor=slots.executor)
     except ValueError as err:  # the planner's own input checks (shapes, NaN)
