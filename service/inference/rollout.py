@@ -23,7 +23,6 @@ from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
 from service.inference.queue import Priority
 
-
 KV_COMPONENTS = ("world_model_prefill", "world_model_kv_step")
 
 

@@ -19,8 +19,8 @@ def recording_step(seen: list[torch.Tensor]):  # noqa: ANN201
 
 
 def config(**overrides: object) -> PlannerConfig:
-    values = dict(action_low=(-1.0, -1.0), action_high=(1.0, 1.0), horizon=3, samples=8, elites=2, iterations=1,
-                  init_std=0.3, seed=0)
+    values = {"action_low": (-1.0, -1.0), "action_high": (1.0, 1.0), "horizon": 3, "samples": 8, "elites": 2, "iterations": 1,
+                  "init_std": 0.3, "seed": 0}
     return PlannerConfig(**{**values, **overrides})
 
 
