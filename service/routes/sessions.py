@@ -19,16 +19,19 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, model_validator
 
 from service.deps import EngineDep, GoalsDep, PlanSlotsDep, SettingsDep
-from service.errors import ApiError
+from service.errors import ApiError, answer_for, error_body, validation_message
+from service.inference.engine import Engine
+from service.inference.errors import InferenceError
 from service.inference.goals import goal_id
-from service.inference.planner import finite_or_none, planner_config, run_plan
+from service.inference.planner import PlanSlots, finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
-from service.inference.sessions import PlanSession, SessionSpec, SessionStore, warm_config
-from service.inputs import NPY, cancel_on_disconnect, media_type, read_body
+from service.inference.sessions import PlanSession, SessionSpec, SessionStore, UnknownSession, warm_config
+from service.inputs import NPY, cancel_on_disconnect, media_type, parse_json, read_body
 from service.media import MediaLimits, b64decode_field, check_image_size, model_sized_image
 from service.routes.v1 import limits_of, model_key, model_ref, require_json
 from service.schemas import Base64Image, Matrix, ModelRef, RequestBody, Vector, openapi_body
@@ -249,25 +252,30 @@ async def session_step(
     start from the previous plan shifted by the executed actions, with the session's warm settings.
     Steps run at the planner's priority; past the control period the best plan so far is returned."""
     t0 = time.perf_counter()
-    start = time.monotonic()
     sessions.get(session_id)  # an unknown id is a 404 before the body is read
     frame, body_step = await read_frame(request, limits_of(engine, settings), settings.max_json_bytes)
-    session = sessions.begin_step(session_id, body_step if body_step is not None else step)
+    return await cancel_on_disconnect(
+        request, run_step(engine, sessions, slots, session_id, frame, body_step if body_step is not None else step, t0)
+    )
+
+
+async def run_step(
+    engine: Engine, sessions: SessionStore, slots: PlanSlots, session_id: str, frame: np.ndarray, step: int | None,
+    t0: float,
+) -> StepResponse:
+    """One session step on a decoded frame (HTTP and WebSocket alike); `t0` is when the request arrived."""
+    start = time.monotonic()
+    session = sessions.begin_step(session_id, step)
     try:
         spec = session.spec
         soft = None if spec.control_period_s is None else start + spec.control_period_s
         hard = None if soft is None else soft + spec.control_period_s  # type: ignore[operator]
         cfg, warm_start = session.config(), session.warm_start()
         t1 = time.perf_counter()
-
-        async def compute() -> tuple[np.ndarray, Any, dict[str, float], float]:
-            state = (await engine.encode_images(frame[None], Priority.PLAN, hard))[0]  # one new tubelet
-            t2 = time.perf_counter()
-            result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start)
-            return state, result, parts, t2
-
-        state, result, parts, t2 = await cancel_on_disconnect(request, compute())
-    except BaseException:
+        state = (await engine.encode_images(frame[None], Priority.PLAN, hard))[0]  # one new tubelet
+        t2 = time.perf_counter()
+        result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start)
+    except BaseException:  # refused, failed or cancelled: the session is as before the step
         sessions.abandon_step(session)
         raise
     actions = result.actions.numpy()
@@ -289,3 +297,72 @@ async def session_step(
             "total_s": time.perf_counter() - t0,
         },
     )
+
+
+# ----------------------------------------------------------------------------- WebSocket
+@router.websocket("/sessions/{session_id}/ws")
+async def session_stream(websocket: WebSocket, session_id: str) -> None:
+    """The step endpoint for clients that stream: each message is one frame (a binary message holds
+    a .npy uint8 `[H, W, 3]`; a text message the JSON of a step body), each answer the step's JSON,
+    or `{"error": {...}}` with the same codes as HTTP (the connection stays open). An unknown or
+    ended session closes the connection with code 4404 after its error. Steps on one connection run
+    one after the other; the session is not ended when the connection closes (DELETE ends it)."""
+    state = websocket.app.state
+    engine, settings = state.engine, state.settings
+    sessions: SessionStore = state.sessions
+    await websocket.accept()
+    if not engine.ready:
+        await websocket.send_json(error_body("not_ready", f"the model is not ready ({engine.state})", None, None))
+        await websocket.close(code=1013)  # try again later
+        return
+    limits = limits_of(engine, settings)
+    while True:
+        try:
+            message = await websocket.receive()
+        except WebSocketDisconnect:
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        t0 = time.perf_counter()
+        try:
+            sessions.get(session_id)
+            frame, step = await _ws_frame(message, limits)
+            answer = await run_step(engine, sessions, state.plan_slots, session_id, frame, step, t0)
+            await websocket.send_text(answer.model_dump_json())
+        except (ApiError, InferenceError, RequestValidationError) as err:
+            await websocket.send_json(_ws_error(err))
+            if isinstance(err, UnknownSession):
+                await websocket.close(code=4404)
+                return
+
+
+async def _ws_frame(message: dict[str, Any], limits: MediaLimits) -> tuple[np.ndarray, int | None]:
+    if message.get("bytes") is not None:
+        try:
+            array = np.load(io.BytesIO(message["bytes"]), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ApiError(422, "invalid_frame", f"the binary message is not a .npy array: {err}",
+                           "send numpy.save of a uint8 [H, W, 3] frame") from err
+        if array.dtype != np.uint8:
+            raise ApiError(422, "invalid_frame", f"the .npy frame is {array.dtype}; frames are uint8")
+        return await asyncio.to_thread(frame_from_array, array, limits, "frame"), None
+    options = parse_json(StepRequest, message.get("text") or "")
+    if options.frame is not None:
+        data = b64decode_field(options.frame, "frame")
+        return await asyncio.to_thread(model_sized_image, data, "frame", limits), options.step
+    return await asyncio.to_thread(frame_from_array, options.array, limits, "array"), options.step
+
+
+def _ws_error(err: Exception) -> dict[str, Any]:
+    """The HTTP error body of `err`, with its status, for a WebSocket message."""
+    if isinstance(err, ApiError):
+        status, body = err.status, error_body(err.code, err.message, err.hint, None)
+    elif isinstance(err, RequestValidationError):
+        message, fields = validation_message(list(err.errors()))
+        status, body = 422, error_body("invalid_request", message, "fix the named fields", None)
+        body["error"]["fields"] = fields
+    else:
+        answer = answer_for(err)  # type: ignore[arg-type]
+        status, body = answer.status, error_body(answer.code, answer.message, answer.hint, None)
+    body["error"]["status"] = status
+    return body
