@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.runtime import action_step
+from exporters.runtime import KvPlannerStep, action_step
 from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
 from service.inference.errors import PlanRejected, TooManyPlans
@@ -138,7 +138,7 @@ async def run_plan(
     slots.acquire()
     try:
         search = functools.partial(
-            plan, action_step(bridge.call), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
+            plan, planner_step_of(engine, bridge, cfg), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
             deadline_at=soft_deadline,
             initial_mean=None if initial_mean is None else torch.from_numpy(np.asarray(initial_mean, np.float32)),
         )
@@ -147,9 +147,34 @@ async def run_plan(
         raise PlanRejected("invalid_plan_inputs", str(err)) from err
     finally:
         slots.release()
+    world_model = ("world_model_step", "world_model_prefill", "world_model_kv_step")
     timings = {"controller": bridge.timings.get("controller", 0.0),
-               "world_model": bridge.timings.get("world_model_step", 0.0)}
+               "world_model": sum(bridge.timings.get(c, 0.0) for c in world_model)}
     return result, timings
+
+
+class _BridgedComponent:
+    """A component whose `run` goes through the engine's batchers (from the planner's thread)."""
+
+    def __init__(self, name: str, bridge: EngineBridge) -> None:
+        self.name, self.bridge = name, bridge
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.bridge.call(self.name, inputs)
+
+
+def planner_step_of(engine: Engine, bridge: EngineBridge, cfg: PlannerConfig) -> Any:
+    """The planner's step on the engine: `cfg.context == "full"` keeps each candidate's context through
+    the key/value components (`exporters.runtime.KvPlannerStep`, the offline planner's own), when the
+    model has them; otherwise (or for "one-frame") the one-frame `action_step`."""
+    kv = ("world_model_prefill", "world_model_kv_step")
+    if cfg.context == "full" and all(c in engine.batchers for c in kv):
+        assert engine.model is not None
+        shim = dataclasses.replace(
+            engine.model, components={c: _BridgedComponent(c, bridge) for c in ("controller", *kv)}
+        )
+        return KvPlannerStep(shim)
+    return action_step(bridge.call)
 
 
 def finite_or_none(x: float) -> float | None:
