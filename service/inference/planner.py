@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.runtime import KvPlannerStep, action_step
+from exporters.runtime import HistoryKvPlannerStep, KvPlannerStep, action_step
 from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
 from service.inference.errors import PlanRejected, TooManyPlans
@@ -119,10 +119,13 @@ async def run_plan(
     soft_deadline: float | None,
     hard_deadline: float | None,
     initial_mean: np.ndarray | None = None,
+    history: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Plan, dict[str, float]]:
     """Search from `state` `[N, D]` towards `goal` `[N, D]`; returns the plan and per-component seconds.
 
-    `initial_mean` `[H, A]` warm-starts the search (a session's previous plan, shifted).
+    `initial_mean` `[H, A]` warm-starts the search (a session's previous plan, shifted); `history`
+    (observed states `[K, N, D]` before `state` and the latents between them and up to `state`) is
+    the world model's context ahead of every candidate (full-context planning only).
     `soft_deadline` stops iterating (the best plan so far is returned); `hard_deadline` bounds each
     engine call (504 past it). Both are absolute `time.monotonic()` values."""
     bridge = EngineBridge(engine, asyncio.get_running_loop(), Priority.PLAN, hard_deadline)
@@ -138,7 +141,7 @@ async def run_plan(
     slots.acquire()
     try:
         search = functools.partial(
-            plan, planner_step_of(engine, bridge, cfg), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
+            plan, planner_step_of(engine, bridge, cfg, history), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
             deadline_at=soft_deadline,
             initial_mean=None if initial_mean is None else torch.from_numpy(np.asarray(initial_mean, np.float32)),
         )
@@ -163,16 +166,21 @@ class _BridgedComponent:
         return self.bridge.call(self.name, inputs)
 
 
-def planner_step_of(engine: Engine, bridge: EngineBridge, cfg: PlannerConfig) -> Any:
+def planner_step_of(
+    engine: Engine, bridge: EngineBridge, cfg: PlannerConfig, history: tuple[np.ndarray, np.ndarray] | None = None
+) -> Any:
     """The planner's step on the engine: `cfg.context == "full"` keeps each candidate's context through
     the key/value components (`exporters.runtime.KvPlannerStep`, the offline planner's own), when the
-    model has them; otherwise (or for "one-frame") the one-frame `action_step`."""
+    model has them, after the observed `history` (states `[K, N, D]`, latents `[K, Z]`) when given;
+    otherwise (or for "one-frame") the one-frame `action_step`."""
     kv = ("world_model_prefill", "world_model_kv_step")
     if cfg.context == "full" and all(c in engine.batchers for c in kv):
         assert engine.model is not None
         shim = dataclasses.replace(
             engine.model, components={c: _BridgedComponent(c, bridge) for c in ("controller", *kv)}
         )
+        if history is not None and len(history[0]):
+            return HistoryKvPlannerStep(shim, *history)
         return KvPlannerStep(shim)
     return action_step(bridge.call)
 

@@ -106,6 +106,7 @@ class SessionSpec:
     control_period_s: float | None  # each step's soft deadline: the best plan so far is returned past it
     execute: int  # actions the client executes per step (the warm start shifts by this many)
     history: int  # encoded observations kept (the model's context length)
+    history_context: bool = False  # plan with the kept observations as the world model's context
 
 
 @dataclass

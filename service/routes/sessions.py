@@ -65,6 +65,9 @@ class SessionRequest(RequestBody):
     ttl_s: float | None = Field(None, gt=0, description="the session ends after this long unused")
     execute: int = Field(1, ge=1, le=64, description="actions the robot executes per step (the warm start "
                          "shifts the previous plan by this many)")
+    history_context: bool = Field(
+        False, description="plan with the session's earlier frames (and the IDM's latents between them) as "
+        "the world model's context; meaningful when the control period matches the model's state period")
 
     @model_validator(mode="after")
     def _one_goal(self) -> SessionRequest:
@@ -83,6 +86,7 @@ class SessionInfo(BaseModel):
     warm_planner: dict[str, Any] = Field(description="settings of later (warm-started) steps")
     control_period_ms: float | None
     execute: int
+    history_context: bool
     ttl_s: float
     expires_in_s: float
     steps: int
@@ -124,7 +128,7 @@ def _info(session: PlanSession, engine: Any, store: SessionStore) -> SessionInfo
         session_id=session.id, model=model_ref(engine), goal_id=spec.goal_id, planner=_config_json(spec.cold),
         warm_planner=_config_json(spec.warm),
         control_period_ms=None if spec.control_period_s is None else spec.control_period_s * 1000.0,
-        execute=spec.execute, ttl_s=spec.ttl_s, expires_in_s=max(0.0, session.expires_at - store.clock()),
+        execute=spec.execute, history_context=spec.history_context, ttl_s=spec.ttl_s, expires_in_s=max(0.0, session.expires_at - store.clock()),
         steps=session.steps,
     )
 
@@ -216,7 +220,7 @@ async def create_session(
     spec = SessionSpec(
         cold=cold, warm=warm, goal=goal, goal_id=key, ttl_s=ttl,
         control_period_s=None if body.control_period_ms is None else body.control_period_ms / 1000.0,
-        execute=min(body.execute, cold.horizon), history=geo.max_steps,
+        execute=min(body.execute, cold.horizon), history=geo.max_steps - 1, history_context=body.history_context,
     )
     session = sessions.create(spec)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
@@ -273,8 +277,14 @@ async def run_step(
         cfg, warm_start = session.config(), session.warm_start()
         t1 = time.perf_counter()
         state = (await engine.encode_images(frame[None], Priority.PLAN, hard))[0]  # one new tubelet
+        history = None
+        if spec.history_context and session.history:
+            past = np.stack(list(session.history))  # [K, N, D]
+            latents = await engine.latent_actions(np.concatenate([past, state[None]]), Priority.PLAN, hard)  # [K, Z]
+            history = (past, latents)
         t2 = time.perf_counter()
-        result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start)
+        result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
+                                       history=history)
     except BaseException:  # refused, failed or cancelled: the session is as before the step
         sessions.abandon_step(session)
         raise

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import torch
 
+from exporters.runtime import HistoryKvPlannerStep, LoadedModel, planner_step
 from service.client import AsyncClient, LawmError, png_bytes
 from service.inference.queue import Priority
 from service.inference.rollout import has_kv_cache, rollout_latents
 from service.inference.sessions import shifted
+from tests.integration.service.test_v1 import offline_observation
 from tests.unit.service.media_files import png_b64
+from training.planning import PlannerConfig, get_cost, plan
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +183,28 @@ async def test_client_sessions_plans_and_retry_on_429(served: tuple[httpx.AsyncC
         assert (err.value.status, err.value.retry_after_s) == (429, 1.0)
     finally:
         store.max_sessions = 64
+
+
+async def test_history_context_plans_as_the_offline_planner(
+    served: tuple[httpx.AsyncClient, Any], offline_model: LoadedModel
+) -> None:
+    client, _ = served
+    info = await create(client, history_context=True)
+    assert info["history_context"] is True
+    step = f"/v1/sessions/{info['session_id']}/step"
+    frames = [image(11), image(12)]
+    answers = [(await client.post(step, json={"frame": png_b64(f)})).json() for f in frames]
+
+    # offline: the same encoder, IDM, controller and KV world model, the same settings and seeds
+    goal = torch.from_numpy(offline_observation(offline_model, image(0)))
+    s0, s1 = (offline_observation(offline_model, f) for f in frames)
+    cold = PlannerConfig(**info["planner"])
+    first = plan(planner_step(offline_model, context="full"), get_cost(cold.cost), torch.from_numpy(s0), goal, cold)
+    np.testing.assert_allclose(answers[0]["actions"], first.actions.numpy(), atol=1e-5)
+    warm = dataclasses.replace(PlannerConfig(**info["warm_planner"]), seed=info["warm_planner"]["seed"] + 1)
+    latent = offline_model.components["idm"].run({"states": np.stack([s0, s1])[None]})["latents"][:, 0]  # [1, Z]
+    with_history = HistoryKvPlannerStep(offline_model, s0[None], latent)
+    second = plan(with_history, get_cost(warm.cost), torch.from_numpy(s1), goal, warm,
+                  initial_mean=torch.from_numpy(shifted(first.actions.numpy(), 1)))
+    np.testing.assert_allclose(answers[1]["actions"], second.actions.numpy(), atol=1e-5)
+    assert answers[1]["cost"] == pytest.approx(second.cost, rel=1e-4)
