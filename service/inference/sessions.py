@@ -185,11 +185,12 @@ class SessionStore:
         session.last_used = self.clock()
         return session
 
-    def finish_step(self, session: PlanSession, state: np.ndarray, plan: np.ndarray) -> None:
-        """Record a step's observation state `[N, D]` and best plan `[H, A]`, and release the session."""
-        session.history.append(state)
-        if np.isfinite(plan).all():  # a plan cut off before any evaluation keeps the last warm start
-            session.plan = plan
+    def finish_step(self, session: PlanSession, state: np.ndarray | None, plan: np.ndarray) -> None:
+        """Record a step's observation state `[N, D]` (None: the frame was never encoded, its deadline
+        passed first) and best plan `[H, A]`, and release the session."""
+        if state is not None:
+            session.history.append(state)
+        session.plan = plan
         session.steps += 1
         session.busy = False
         session.last_used = self.clock()

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, model_validator
 from service.deps import EngineDep, GoalsDep, PlanSlotsDep, SettingsDep
 from service.errors import ApiError, answer_for, error_body, validation_message
 from service.inference.engine import Engine
-from service.inference.errors import InferenceError
+from service.inference.errors import DeadlineExceeded, InferenceError
 from service.inference.goals import goal_id
 from service.inference.planner import PlanSlots, finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
@@ -270,12 +270,13 @@ async def run_step(
     """One session step on a decoded frame (HTTP and WebSocket alike); `t0` is when the request arrived."""
     start = time.monotonic()
     session = sessions.begin_step(session_id, step)
+    spec = session.spec
+    soft = None if spec.control_period_s is None else start + spec.control_period_s
+    hard = None if soft is None else soft + spec.control_period_s  # type: ignore[operator]
+    cfg, warm_start = session.config(), session.warm_start()
+    t1 = t2 = time.perf_counter()
+    state: np.ndarray | None = None
     try:
-        spec = session.spec
-        soft = None if spec.control_period_s is None else start + spec.control_period_s
-        hard = None if soft is None else soft + spec.control_period_s  # type: ignore[operator]
-        cfg, warm_start = session.config(), session.warm_start()
-        t1 = time.perf_counter()
         state = (await engine.encode_images(frame[None], Priority.PLAN, hard))[0]  # one new tubelet
         history = None
         if spec.history_context and session.history:
@@ -285,10 +286,20 @@ async def run_step(
         t2 = time.perf_counter()
         result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
                                        history=history)
+        actions, cost = result.actions.numpy(), finite_or_none(result.cost)
+        iterations, evaluations, deadline_hit = result.iterations_run, result.evaluations, result.deadline_hit
+        plan_s = result.timings["total"]
+    except DeadlineExceeded:
+        if warm_start is None:  # nothing planned yet: no action to fall back on
+            sessions.abandon_step(session)
+            raise
+        # The control period ran out in the queues: the robot gets the best action known, the
+        # previous plan shifted (what the search would have started from), rather than a 504.
+        actions, cost, iterations, evaluations, deadline_hit, plan_s = warm_start, None, 0, 0, True, 0.0
+        parts = {"controller": 0.0, "world_model": 0.0}
     except BaseException:  # refused, failed or cancelled: the session is as before the step
         sessions.abandon_step(session)
         raise
-    actions = result.actions.numpy()
     sessions.finish_step(session, state, actions)
     return StepResponse(
         session_id=session.id,
@@ -296,13 +307,13 @@ async def run_step(
         warm=warm_start is not None,
         actions_now=actions[: spec.execute].tolist(),
         actions=actions.tolist(),
-        cost=finite_or_none(result.cost),
-        iterations=result.iterations_run,
-        evaluations=result.evaluations,
-        deadline_hit=result.deadline_hit,
+        cost=cost,
+        iterations=iterations,
+        evaluations=evaluations,
+        deadline_hit=deadline_hit,
         expires_in_s=max(0.0, session.expires_at - sessions.clock()),
         timing={
-            "decode_s": t1 - t0, "encode_s": t2 - t1, "plan_s": result.timings["total"],
+            "decode_s": t1 - t0, "encode_s": t2 - t1, "plan_s": plan_s,
             "controller_s": parts["controller"], "world_model_s": parts["world_model"],
             "total_s": time.perf_counter() - t0,
         },

@@ -208,3 +208,18 @@ async def test_history_context_plans_as_the_offline_planner(
                   initial_mean=torch.from_numpy(shifted(first.actions.numpy(), 1)))
     np.testing.assert_allclose(answers[1]["actions"], second.actions.numpy(), atol=1e-5)
     assert answers[1]["cost"] == pytest.approx(second.cost, rel=1e-4)
+
+
+async def test_a_step_past_its_control_period_answers_the_shifted_plan(served: tuple[httpx.AsyncClient, Any]) -> None:
+    client, app = served
+    info = await create(client, control_period_ms=60_000)
+    step = f"/v1/sessions/{info['session_id']}/step"
+    first = (await client.post(step, json={"frame": png_b64(image(1))})).json()
+    assert first["deadline_hit"] is False
+    app.state.sessions.sessions[info["session_id"]].spec.control_period_s = 1e-9  # no time at all
+    late = await client.post(step, json={"frame": png_b64(image(2))})
+    assert late.status_code == 200, late.text
+    body = late.json()
+    assert (body["deadline_hit"], body["cost"], body["evaluations"], body["warm"]) == (True, None, 0, True)
+    np.testing.assert_allclose(body["actions"], shifted(np.asarray(first["actions"], np.float32), 1), atol=1e-6)
+    await client.delete(step.removesuffix("/step"))
