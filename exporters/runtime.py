@@ -34,6 +34,7 @@ __all__ = [
     "action_step",
     "controller_step",
     "load_checkpoint_model",
+    "HistoryKvPlannerStep",
     "KvPlannerStep",
     "load_model",
     "planner_step",
@@ -257,3 +258,26 @@ class KvPlannerStep:
             out = self.kv_step.run({"states": current, "latents": z, "past_keys": keys, "past_values": values})
         nxt = out["next_states"]  # [B, N, D]
         return (out["present_keys"], out["present_values"], states, latents, nxt), torch.from_numpy(nxt)
+
+
+class HistoryKvPlannerStep(KvPlannerStep):
+    """`KvPlannerStep` whose rollouts start after observed history: states `[K, N, D]` seen before the
+    current one and the latents `[K, Z]` applied to each (state i -> state i+1, the last one leading to
+    the current state), so every candidate's first prediction sees the real recent past, as the world
+    model was trained (block-causal over observed frames). A plan session keeps that history."""
+
+    def __init__(self, model: LoadedModel, states: np.ndarray, latents: np.ndarray) -> None:
+        super().__init__(model)
+        if states.ndim != 3 or latents.ndim != 2 or len(states) != len(latents):
+            raise RepositoryError(
+                f"history needs states [K, N, D] and latents [K, Z] of the same K, got {states.shape} and {latents.shape}"
+            )
+        keep = self.max_steps - 1  # room for the current state in the first prefill
+        self.history = (states[-keep:], latents[-keep:]) if keep > 0 else (states[:0], latents[:0])
+
+    def begin(self, state: torch.Tensor, batch: int) -> tuple[Any, ...]:
+        keys, values, _, _, current = super().begin(state, batch)
+        states, latents = self.history
+        past = tuple(np.ascontiguousarray(np.broadcast_to(s, (batch, *s.shape))) for s in states)
+        zs = tuple(np.ascontiguousarray(np.broadcast_to(z, (batch, *z.shape))) for z in latents)
+        return keys, values, past, zs, current

@@ -26,11 +26,12 @@ from service.errors import install_error_handlers
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
 from service.inference.planner import PlanSlots
+from service.inference.sessions import SessionStore
 from service.inference.stage import Stage
 from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
-from service.routes import console, health, jobs, kserve, v1
+from service.routes import console, health, jobs, kserve, sessions, v1
 from service.schemas import REQUEST_MODELS, ErrorBody
 from service.settings import Settings, get_settings
 from training import __version__
@@ -61,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s,
         app.state.metrics.batcher("decode"),
     )
+    app.state.sessions = SessionStore(settings.max_sessions)  # per replica: see service.inference.sessions
     try:
         await engine.load()
     except Exception as e:
@@ -145,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    for module in (health, v1, jobs, kserve):
+    for module in (health, v1, sessions, jobs, kserve):
         app.include_router(module.router)
     console.mount_console(app)  # the web console: its data routes, its page at / and assets under /static
     # Added innermost first: auth sits inside the metrics (401s are counted) and the request context.

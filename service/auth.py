@@ -47,12 +47,15 @@ class ApiKeyMiddleware:
         self.exempt = frozenset(p.rstrip("/") or "/" for p in exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"].rstrip("/") or "/") in self.exempt:
+        if scope["type"] not in ("http", "websocket") or (scope["path"].rstrip("/") or "/") in self.exempt:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
         if token is not None and key_matches(token, self.keys):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused before the handshake completes: the client sees a 403
+            await send({"type": "websocket.close", "code": 1008})
             return
         message = "missing API key" if token is None else "invalid API key"
         body = error_body(

@@ -262,6 +262,58 @@ def bench_jobs(
     write_json(json_path, result)
 
 
+
+# ----------------------------------------------------------------------------- bench robot
+@bench_app.command("robot")
+@friendly_errors
+def bench_robot(
+    url: Annotated[str | None, typer.Option(help="a running server (default: start `lawm serve` here)")] = None,
+    repo: Annotated[Path, typer.Option(help="model repository to serve when no --url")] = _value("repo"),
+    model: Annotated[str, typer.Option(help="model name (no --url)")] = _value("model"),
+    version: Annotated[int | None, typer.Option(help="model version (no --url)")] = _value("version"),
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (no --url)")] = _value("runtime"),
+    episodes: Annotated[int, typer.Option(help="episodes per policy")] = 16,
+    steps: Annotated[int, typer.Option(help="control steps per episode")] = 16,
+    goal_steps: Annotated[int, typer.Option(help="random-walk actions from start to goal")] = 8,
+    control_hz: Annotated[float, typer.Option(help="control rate")] = 1.0,
+    success_m: Annotated[float, typer.Option(help="success: final distance to the goal below this (m)")] = 0.5,
+    samples: Annotated[int | None, typer.Option(help="planner samples of the first step (default: the preset's)")] = None,
+    seed: Annotated[int, typer.Option(help="episode seed")] = 0,
+    api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
+    folder: Annotated[Path, typer.Option(help="the spawned server's log")] = Path("runs/bench-robot"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """Closed-loop navigation through the served API at a fixed control rate: the robot (the navigation
+    simulator) executes each action a plan session returns and sends its new frame. Success rate and
+    final distance to the goal for the model and a random policy, with the achieved control rate,
+    step latency p50/p99 and deadline misses. The model needs a navigation controller (3-d actions)."""
+    _require_serve_extra("bench robot")
+    import contextlib
+    import sys
+
+    from service.bench.processes import ServerProcess, free_port, lawm_serve_command
+    from service.bench.robot import RobotBench, run
+    from service.client import Client
+
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            port = free_port()
+            args = ["--repo", str(repo), "--model", model, "--runtime", runtime,
+                    *(["--version", str(version)] if version is not None else [])]
+            server = stack.enter_context(ServerProcess(lawm_serve_command(port, args), port, folder / "serve.log"))
+            url = server.url  # started (and ready) by entering it
+        client = stack.enter_context(Client(url, api_key=api_key, timeout_s=120.0))
+        info = client.http.get("/v1/models").json()["models"][0]
+        bench = RobotBench(episodes=episodes, steps=steps, goal_steps=goal_steps, control_hz=control_hz,
+                           success_m=success_m, image_size=int(info["image_size"]), seed=seed,
+                           overrides=(("samples", samples),) if samples is not None else ())
+        result = run(bench, client)
+    result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
+    result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
+    print_table(result["title"], result["rows"])
+    write_json(json_path, result)
+
+
 def main() -> None:
     app()
 

@@ -36,6 +36,7 @@ from service.inference.errors import (
     RequestTooLarge,
     TooManyPlans,
 )
+from service.inference.sessions import SessionBusy, StepOutOfOrder, TooManySessions, UnknownSession
 from service.jobs.store import StoreUnavailable
 
 logger = logging.getLogger("lawm.service")
@@ -165,8 +166,13 @@ _ANSWERS: list[tuple[type[Exception], int, str | None, str | None]] = [
     (MalformedInputs, 422, "invalid_input", "see /v1/models for the inputs each component takes"),
     (StoreUnavailable, 503, "jobs_unavailable", None),
     (InvalidInputs, 422, "invalid_input", "GET /v1/models lists each component's inputs"),
+    (UnknownSession, 404, None, None),
+    (SessionBusy, 409, None, None),
+    (StepOutOfOrder, 409, None, None),
+    (TooManySessions, 429, None, None),
 ]
 _RETRY_AFTER_S = {ModelNotReady: 1.0, TooManyPlans: 1.0, StoreUnavailable: 5.0}
+_RETRY_AFTER_S[TooManySessions] = 1.0
 
 
 def answer_for(exc: DomainError) -> HttpAnswer:

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_goals: int = Field(1024, ge=1)  # cached goal states (least recently used are dropped)
     max_plan_rows: int = Field(100_000, ge=1)  # samples x horizon x iterations of one plan
     max_concurrent_plans: int = Field(32, ge=1)  # plans searching at once (each holds a thread)
+    # --- plan sessions (per replica: see service.inference.sessions)
+    max_sessions: int = Field(64, ge=1)  # open sessions at once; more are answered 429
+    session_ttl_s: float = Field(300.0, gt=0)  # default lifetime of an unused session
+    max_session_ttl_s: float = Field(3600.0, gt=0)  # the longest TTL a client may ask for
 
     # --- admission before the bottleneck: uploads decode in a stage of their own
     decode_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)  # decodes at once

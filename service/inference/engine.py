@@ -31,7 +31,7 @@ from service.settings import Settings
 log = logging.getLogger("lawm.service")
 
 # Components whose rows are planner candidates (hundreds per call) rather than clips or states.
-PLANNER_COMPONENTS = ("world_model_step", "controller")
+PLANNER_COMPONENTS = ("world_model_step", "controller", "world_model_prefill", "world_model_kv_step")
 DEFAULT_FPS = 4.0  # the demo and paper configs' rate, for manifests that do not record one
 
 

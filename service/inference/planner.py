@@ -13,12 +13,13 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from exporters.runtime import action_step
+from exporters.runtime import HistoryKvPlannerStep, KvPlannerStep, action_step
 from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
 from service.inference.errors import DeadlineExceeded, PlanRejected, TooManyPlans
@@ -118,9 +119,14 @@ async def run_plan(
     goal: np.ndarray,
     soft_deadline: float | None,
     hard_deadline: float | None,
+    initial_mean: np.ndarray | None = None,
+    history: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Plan, dict[str, float]]:
     """Search from `state` `[N, D]` towards `goal` `[N, D]`; returns the plan and per-component seconds.
 
+    `initial_mean` `[H, A]` warm-starts the search (a session's previous plan, shifted); `history`
+    (observed states `[K, N, D]` before `state` and the latents between them and up to `state`) is
+    the world model's context ahead of every candidate (full-context planning only).
     `soft_deadline` stops iterating (the best plan so far is returned); `hard_deadline` bounds each
     engine call. Both are absolute `time.monotonic()` values. A call refused or failed at the hard
     deadline ends the search with the iterations that finished (`deadline_hit`); when none did there
@@ -144,8 +150,9 @@ async def run_plan(
     slots.acquire()
     try:
         search = functools.partial(
-            plan, action_step(call), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
+            plan, planner_step_of(engine, call, cfg, history), cost, torch.from_numpy(state), torch.from_numpy(goal), cfg,
             deadline_at=soft_deadline,
+            initial_mean=None if initial_mean is None else torch.from_numpy(np.asarray(initial_mean, np.float32)),
         )
         result = await bridge.run(search, executor=slots.executor)
     except ValueError as err:  # the planner's own input checks (shapes, NaN)
@@ -154,9 +161,42 @@ async def run_plan(
         slots.release()
     if result.iterations_run == 0 and result.deadline_hit:
         raise DeadlineExceeded("the deadline passed before one planner iteration finished; there is no plan to give")
+    world_model = ("world_model_step", "world_model_prefill", "world_model_kv_step")
     timings = {"controller": bridge.timings.get("controller", 0.0),
-               "world_model": bridge.timings.get("world_model_step", 0.0)}
+               "world_model": sum(bridge.timings.get(c, 0.0) for c in world_model)}
     return result, timings
+
+
+Call = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class _BridgedComponent:
+    """A component whose `run` goes through the engine's batchers (from the planner's thread)."""
+
+    def __init__(self, name: str, call: Call) -> None:
+        self.name, self.call = name, call
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.call(self.name, inputs)
+
+
+def planner_step_of(
+    engine: Engine, call: Call, cfg: PlannerConfig, history: tuple[np.ndarray, np.ndarray] | None = None
+) -> Any:
+    """The planner's step on the engine: `cfg.context == "full"` keeps each candidate's context through
+    the key/value components (`exporters.runtime.KvPlannerStep`, the offline planner's own), when the
+    model has them, after the observed `history` (states `[K, N, D]`, latents `[K, Z]`) when given;
+    otherwise (or for "one-frame") the one-frame `action_step`."""
+    kv = ("world_model_prefill", "world_model_kv_step")
+    if cfg.context == "full" and all(c in engine.batchers for c in kv):
+        assert engine.model is not None
+        shim = dataclasses.replace(
+            engine.model, components={c: _BridgedComponent(c, call) for c in ("controller", *kv)}
+        )
+        if history is not None and len(history[0]):
+            return HistoryKvPlannerStep(shim, *history)
+        return KvPlannerStep(shim)
+    return action_step(call)
 
 
 def finite_or_none(x: float) -> float | None:

@@ -64,10 +64,15 @@ def plan(
     cfg: PlannerConfig,
     *,
     deadline_at: float | None = None,
+    initial_mean: Tensor | None = None,
 ) -> Plan:
     """Plan with the method named by `cfg.method` ("cem" or "mppi"): one shared search loop,
-    differing only in how the sampling Gaussian is refit."""
+    differing only in how the sampling Gaussian is refit. `initial_mean` `[H, A]` warm-starts it
+    (see `search`)."""
     updates = {"cem": cem_update, "mppi": mppi_update}
     if cfg.method not in updates:
         raise ValueError(f"method must be one of {tuple(updates)}, got {cfg.method!r}")
-    return search(step, cost_fn, initial_state, goal, cfg, updates[cfg.method], deadline_at=deadline_at)
+    return search(
+        step, cost_fn, initial_state, goal, cfg, updates[cfg.method], deadline_at=deadline_at,
+        initial_mean=initial_mean,
+    )

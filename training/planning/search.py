@@ -182,8 +182,13 @@ def search(
     update: UpdateFn,
     *,
     deadline_at: float | None = None,
+    initial_mean: Tensor | None = None,
 ) -> Plan:
     """The sampling loop shared by CEM and MPPI; `update` refits the Gaussian from scored samples.
+
+    `initial_mean` `[H, A]` starts the Gaussian at a whole sequence instead of `cfg.mean0()` at every
+    step: a receding-horizon controller passes its previous plan shifted by one step (warm start),
+    which is then sample 0 of the first iteration. For straight-line plans its first row is used.
 
     Deadline: before each iteration after the first, stop if the previous iteration's duration would
     carry past the deadline (so a control loop gets its answer on time rather than one iteration
@@ -200,7 +205,15 @@ def search(
 
     low = torch.tensor(cfg.action_low, dtype=ACTION_DTYPE, device=device)  # [A]
     high = torch.tensor(cfg.action_high, dtype=ACTION_DTYPE, device=device)  # [A]
-    mean = torch.tensor(cfg.mean0(), dtype=ACTION_DTYPE, device=device).expand(rows, dims).clone()  # [R, A]
+    if initial_mean is None:
+        mean = torch.tensor(cfg.mean0(), dtype=ACTION_DTYPE, device=device).expand(rows, dims).clone()  # [R, A]
+    else:
+        if tuple(initial_mean.shape) != (horizon, dims):
+            raise ValueError(f"initial_mean must be [horizon, action_dim] = [{horizon}, {dims}], "
+                             f"got shape {tuple(initial_mean.shape)}")
+        if not bool(torch.isfinite(initial_mean).all()):
+            raise ValueError("initial_mean holds NaN or infinite values")
+        mean = initial_mean[:rows].to(device=device, dtype=ACTION_DTYPE).clone()  # [R, A]
     std = torch.tensor(cfg.init_std, dtype=ACTION_DTYPE, device=device).expand(rows, dims).clone()  # [R, A]
     # Noise is drawn on a CPU generator and moved: the same seed gives the same plan on any device.
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)

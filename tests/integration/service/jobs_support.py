@@ -47,7 +47,7 @@ def serve_in_thread(settings: Settings, ready_timeout_s: float = 120.0) -> Itera
 
 class Gate:
     """Holds every engine call of one component until `open()`: the real engine still computes,
-    the test only decides when. Install with `Gate(engine, "world_model")`."""
+    the test only decides when. Install with `Gate(engine, "world_model_prefill")`."""
 
     def __init__(self, engine: Any, component: str) -> None:
         self.component, self.engine = component, engine

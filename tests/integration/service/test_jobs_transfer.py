@@ -157,7 +157,7 @@ async def test_progress_is_visible_and_cancel_stops_running_and_queued_jobs(
     settings: Settings, clips: dict[str, bytes]
 ) -> None:
     async with running_app(settings) as (client, app):
-        gate = Gate(app.state.engine, "world_model")  # holds each job at its first rollout step
+        gate = Gate(app.state.engine, "world_model_prefill")  # holds each job at its first (KV-cached) rollout step
         first = await client.post("/v1/transfers", files=upload(clips["carphone"], clips["bikes"]))
         second = await client.post("/v1/transfers", files=upload(clips["bikes"], clips["carphone"]))
         running, queued = first.headers["location"], second.headers["location"]
@@ -203,7 +203,7 @@ async def test_idempotency_key_gives_one_job_per_key_and_body(
     settings: Settings, clips: dict[str, bytes]
 ) -> None:
     async with running_app(settings) as (client, app):
-        gate = Gate(app.state.engine, "world_model")
+        gate = Gate(app.state.engine, "world_model_prefill")
         files = upload(clips["carphone"], clips["bikes"])
         key = {"Idempotency-Key": "3f0c6a52-transfer-1"}
         responses = await asyncio.gather(

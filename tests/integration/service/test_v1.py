@@ -191,7 +191,8 @@ async def test_goal_and_plan_match_the_offline_planner(
     cfg = preset("recon", **overrides)  # the preset made for 3-d actions
     start = torch.from_numpy(offline_observation(offline_model, frames[0]))
     target = torch.from_numpy(offline_observation(offline_model, frames[12]))
-    expected = plan(planner_step(offline_model), get_cost(cfg.cost), start, target, cfg)
+    assert cfg.context == "full"  # the default: each candidate keeps its context, through the KV components
+    expected = plan(planner_step(offline_model, context=cfg.context), get_cost(cfg.cost), start, target, cfg)
     np.testing.assert_allclose(np.asarray(body["actions"]), expected.actions.numpy(), rtol=1e-5, atol=1e-6)
     assert body["cost"] == pytest.approx(expected.cost, rel=1e-4)
     assert (body["iterations"], body["evaluations"], body["deadline_hit"]) == (2, 48, False)
@@ -223,10 +224,12 @@ async def test_concurrent_plans_share_batches(app_client: httpx.AsyncClient, car
     results = await asyncio.gather(*(one(seed) for seed in range(4)))
     assert all(len(r["actions"]) == 2 for r in results)
     after = (await app_client.get("/metrics")).text
-    rows = metric(after, "lawm_batch_size_sum", component="world_model_step") - metric(
-        before, "lawm_batch_size_sum", component="world_model_step")
-    batches = metric(after, "lawm_batch_size_count", component="world_model_step") - metric(
-        before, "lawm_batch_size_count", component="world_model_step")
+    # full-context planning (the default): the first step prefills, the second runs on the KV cache
+    world_model = ("world_model_prefill", "world_model_kv_step")
+    rows = sum(metric(after, "lawm_batch_size_sum", component=c) - metric(before, "lawm_batch_size_sum", component=c)
+               for c in world_model)
+    batches = sum(metric(after, "lawm_batch_size_count", component=c)
+                  - metric(before, "lawm_batch_size_count", component=c) for c in world_model)
     assert rows == 4 * 3 * 2 * 16  # every candidate of every step of every plan was computed once
     assert rows / batches > 16  # and plans met in the same batches
 

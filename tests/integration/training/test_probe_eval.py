@@ -12,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.unit.exporters.tiny import tiny_model
 from training.evaluation.common import heldout_generated
 from training.evaluation.leak import idm_prediction_error, step_errors
 from training.evaluation.probe import probe_table, service_latents
 from training.evaluation.transfer import frame_motion, motion_transfer
-
-from tests.unit.exporters.tiny import tiny_model
 
 CLIPS = 8  # one cached generated set (per size) shared by every test here
 
@@ -88,10 +87,9 @@ def test_idm_headline_is_against_another_videos_latents() -> None:
 def test_the_commands_write_json_that_lawm_docs_renders(tmp_path) -> None:
     from typer.testing import CliRunner
 
+    from tests.unit.exporters.tiny import tiny_checkpoint
     from training.cli import app
     from training.reports import write_docs
-
-    from tests.unit.exporters.tiny import tiny_checkpoint
 
     checkpoint = tiny_checkpoint(tmp_path / "tiny", controller=None)
     results = tmp_path / "docs" / "results"
