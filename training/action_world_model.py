@@ -19,6 +19,7 @@ from training.controller_training import LabelledSet
 from training.models.lam import LatentActionModel
 from training.models.world_model import WorldModel, teacher_forced_loss
 from training.optim import lr_factor
+from training.world_model_steps import world_model_step
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,4 @@ def train_action_world_model(
 def action_step(wm: WorldModel, context: str = "one-frame") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Any:
     """The planner's step through the action-conditioned model: `step(states [B, N, D], actions
     [B, A]) -> next states` for `context="one-frame"`, a context-keeping `ContextStep` for `"full"`."""
-    from training.evaluation.planning import world_model_step
-
     return world_model_step(wm, lambda actions, states: actions, context)

@@ -13,9 +13,10 @@ import torch
 from training.cli_kit import machine
 from training.envs.episodes import record_episode
 from training.evaluation.common import require_controller
-from training.evaluation.planning import KeptContextStep, encode_observation, world_model_step
+from training.evaluation.planning import encode_observation
 from training.models.lam import LatentActionModel
 from training.planning import PRESET_FOR_ENV, get_cost, plan, preset
+from training.world_model_steps import KeptContextStep, world_model_step
 
 
 class _Timed:

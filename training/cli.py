@@ -304,8 +304,8 @@ def eval_oracle(
     """Only the oracle rows (true simulator; pose, pixel and this checkpoint's encoder-state costs) and
     random, with normalised scores: how good a planning cost the encoder is, with nothing trained on it."""
     from training.evaluation.common import load_lam
-    from training.evaluation.oracle import model_encoder, oracle_rows
-    from training.evaluation.planning import DEFAULT_EPISODES, PRESET_FOR_ENV
+    from training.evaluation.oracle import model_encoder
+    from training.evaluation.planning import DEFAULT_EPISODES, PRESET_FOR_ENV, oracle_rows
 
     if env not in PRESET_FOR_ENV:
         raise typer.BadParameter(f"--env must be one of {sorted(PRESET_FOR_ENV)}")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from training.envs.episodes import Episode, record_episode
+from training.envs.episodes import Episode
 from training.envs.manipulation import ManipulationEnv
 from training.envs.navigation import NavigationEnv
 from training.planning import PlannerConfig, plan
@@ -219,40 +219,3 @@ def normalised_scores(rows: list[dict[str, Any]], metrics: list[str], random: st
         for row in rows:
             if metric in row:
                 row[f"{metric}_norm"] = (lo - row[metric]) / gap if gap != 0 else None
-
-
-def oracle_rows(
-    env: str,
-    encode: Encode,
-    episodes: int = 32,
-    *,
-    seed: int = 0,
-    episode_steps: int = 8,
-    image_size: int = 128,
-    costs: tuple[str, ...] = ORACLE_COSTS,
-    **planner_overrides: Any,
-) -> dict[str, Any]:
-    """Just the oracle rows for one encoder, on the planning suite's held-out episodes (same seeds):
-    oracle with each cost, the random planner, and the normalised score of each. Quick to rerun for
-    a candidate encoder: nothing is trained."""
-    from training.evaluation.planning import (
-        ORACLE_NAMES,
-        PRESET_FOR_ENV,
-        RANDOM_NAME,
-        evaluate_planner,
-        metric_names,
-        random_chooser,
-    )
-    from training.planning import preset
-
-    cfg = preset(PRESET_FOR_ENV[env], seed=seed, **planner_overrides)
-    held_out = [record_episode(env, seed + 100_000 + i, steps=episode_steps, image_size=image_size) for i in range(episodes)]
-    rows = [evaluate_planner(ORACLE_NAMES[c], held_out, oracle_chooser(env, cfg, c, encode, image_size), cfg.horizon) for c in costs]
-    rows.append(evaluate_planner(RANDOM_NAME, held_out, random_chooser(cfg, seed), cfg.horizon))
-    normalised_scores(rows, metric_names(env), RANDOM_NAME, ORACLE_NAMES["pose"])
-    return {
-        "title": f"Oracle planners on the {env} world ({PRESET_FOR_ENV[env]} protocol)",
-        "protocol": f"{episodes} held-out episodes; the true simulator under CEM H={cfg.horizon} N={cfg.samples} "
-        f"K={cfg.elites} I={cfg.iterations}; normalised = (random - X) / (random - oracle pose)",
-        "rows": rows,
-    }

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from training.controller_training import duplicate_frames
-from training.envs.episodes import Episode
+from training.envs.episodes import Episode, record_episode
 from training.envs.metrics import ate, delta_xyz, poses_from_actions, rpe
 from training.evaluation.oracle import (
     ORACLE_COSTS,
+    Encode,
     model_encoder,
     normalised_scores,
     oracle_chooser,
@@ -42,60 +43,13 @@ from training.evaluation.oracle import (
     random_line_chooser,
 )
 from training.models.lam import LatentActionModel
-from training.models.world_model import RolloutContext, WorldModel, advance, autoregressive_rollout
+from training.models.world_model import autoregressive_rollout
 from training.planning import PRESET_FOR_ENV, ContextStep, PlannerConfig, get_cost, plan
-from training.precision import at_precision, autocast
+from training.precision import at_precision
+from training.world_model_steps import Step, ToLatent, world_model_step
 
-Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ToLatent = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (actions [B, A], states [B, N, D]) -> [B, Z]
 RANDOM_NAME = "random actions (uniform per step)"
 ORACLE_NAMES = {"pose": "oracle: pose cost", "pixel": "oracle: pixel L2", "state": "oracle: encoder-state L2"}
-
-
-class KeptContextStep:
-    """A `ContextStep` through a world model: every candidate keeps its whole rollout as context.
-
-    The carry is (the candidates' `RolloutContext` — KV cache and frames —, their current states
-    `[B, N, D]`). Each `advance` maps the actions to latents from the current states, then runs one
-    cached world-model step: cost linear in the context, predictions equal to re-running the
-    world model on the whole trajectory."""
-
-    def __init__(self, world_model: WorldModel, to_latent: ToLatent, precision: str = "fp32") -> None:
-        self.world_model, self.to_latent, self.precision = world_model, to_latent, precision
-
-    def begin(self, state: torch.Tensor, batch: int) -> tuple[RolloutContext | None, torch.Tensor]:
-        return None, state.unsqueeze(0).expand(batch, *state.shape)  # [B, N, D], a view
-
-    @torch.no_grad()
-    def advance(
-        self, carry: tuple[RolloutContext | None, torch.Tensor], actions: torch.Tensor
-    ) -> tuple[tuple[RolloutContext, torch.Tensor], torch.Tensor]:
-        context, states = carry
-        latents = self.to_latent(actions, states)  # [B, Z]
-        with autocast(self.precision, states.device):
-            nxt, context = advance(self.world_model, context, states, latents)  # [B, N, D]
-        nxt = nxt.float()
-        return (context, nxt), nxt
-
-
-def world_model_step(
-    world_model: WorldModel, to_latent: ToLatent, context: str = "one-frame", precision: str = "fp32"
-) -> Step | ContextStep:
-    """The planner's step through `world_model`, with latents from `to_latent(actions, states)`:
-    a `KeptContextStep` for `context="full"`, the one-state step for `"one-frame"`. `precision`
-    runs the world model's calls in bf16 (`training.precision`)."""
-    if context == "full":
-        return KeptContextStep(world_model, to_latent, precision)
-    if context != "one-frame":
-        raise ValueError(f"context must be 'full' or 'one-frame', got {context!r}")
-
-    @torch.no_grad()
-    def step(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        latents = to_latent(actions, states)  # [B, Z]
-        with autocast(precision, states.device):
-            return world_model.next_state(states[:, None], latents[:, None]).float()  # [B, N, D]
-
-    return step
 
 
 def controller_latents(controller: torch.nn.Module) -> ToLatent:
@@ -294,7 +248,6 @@ def run_planning_suite(
     `context`), on the same trained controller and baseline, so the rows compare like for like."""
     from training.action_world_model import ActionWorldModelTraining, action_step, train_action_world_model
     from training.controller_training import ControllerTraining, labelled_set, train_controller
-    from training.envs.episodes import record_episode
     from training.models.controller import ControllerConfig
     from training.planning import preset
 
@@ -394,3 +347,32 @@ def planning_verdict(rows: list[dict[str, Any]], env: str) -> str:
             bar = " (bar for the encoder: 70%)" if name == ORACLE_NAMES["state"] else ""
             parts.append(f"{name} closes {', '.join(closed)} of the random -> oracle-pose gap{bar}")
     return "; ".join(parts)
+
+
+def oracle_rows(
+    env: str,
+    encode: Encode,
+    episodes: int = 32,
+    *,
+    seed: int = 0,
+    episode_steps: int = 8,
+    image_size: int = 128,
+    costs: tuple[str, ...] = ORACLE_COSTS,
+    **planner_overrides: Any,
+) -> dict[str, Any]:
+    """Just the oracle rows for one encoder, on the planning suite's held-out episodes (same seeds):
+    oracle with each cost, the random planner, and the normalised score of each. Quick to rerun for
+    a candidate encoder: nothing is trained."""
+    from training.planning import preset
+
+    cfg = preset(PRESET_FOR_ENV[env], seed=seed, **planner_overrides)
+    held_out = [record_episode(env, seed + 100_000 + i, steps=episode_steps, image_size=image_size) for i in range(episodes)]
+    rows = [evaluate_planner(ORACLE_NAMES[c], held_out, oracle_chooser(env, cfg, c, encode, image_size), cfg.horizon) for c in costs]
+    rows.append(evaluate_planner(RANDOM_NAME, held_out, random_chooser(cfg, seed), cfg.horizon))
+    normalised_scores(rows, metric_names(env), RANDOM_NAME, ORACLE_NAMES["pose"])
+    return {
+        "title": f"Oracle planners on the {env} world ({PRESET_FOR_ENV[env]} protocol)",
+        "protocol": f"{episodes} held-out episodes; the true simulator under CEM H={cfg.horizon} N={cfg.samples} "
+        f"K={cfg.elites} I={cfg.iterations}; normalised = (random - X) / (random - oracle pose)",
+        "rows": rows,
+    }

@@ -109,8 +109,8 @@ def _trained_like(seed: int = 0) -> tuple[LatentActionModel, torch.nn.Module]:
 
 @torch.no_grad()
 def test_full_context_planning_rollouts_equal_rerunning_the_whole_trajectory() -> None:
-    from training.evaluation.planning import KeptContextStep
     from training.planning import final_states as planner_rollout
+    from training.world_model_steps import KeptContextStep
 
     model, controller = _trained_like()
     wm = model.world_model
