@@ -101,7 +101,10 @@ def _clip(body: Body, name: str, frames: list[str] | None, limits: MediaLimits) 
 
 async def check_capacity(runner: JobService, settings: Settings) -> None:
     """429 before anything is read when `max_queued_jobs` jobs are queued or running: each holds
-    its inputs in memory, and a queue nobody can finish in time helps no one."""
+    its inputs in this process's memory, and a queue nobody can finish in time helps no one. With
+    Redis the jobs wait in Redis for any worker, bounded by Redis's own memory limit, not here."""
+    if settings.redis_url:
+        return
     counts = await runner.store.counts()
     waiting = counts.get(JobState.QUEUED, 0) + counts.get(JobState.RUNNING, 0)
     if waiting < settings.max_queued_jobs:

@@ -22,7 +22,7 @@ from exporters.real_inputs import real_clips
 from training.evaluation.common import load_lam
 from training.models.world_model import autoregressive_rollout
 
-DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[3] / "models" / "demo"
 CONTEXT, STEPS = 8, 8
 
 
