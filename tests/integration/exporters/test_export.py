@@ -121,6 +121,18 @@ def test_the_planner_makes_the_same_plan_through_onnxruntime_as_through_torch(
     assert via_onnx.history == pytest.approx(via_torch.history, rel=1e-5)
 
 
+def test_the_key_value_graphs_take_any_batch_and_context_length(exported: tuple[Path, str]) -> None:
+    folder = exported[0] / "tiny" / "1"
+    dims = lambda value: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    step = onnx.load(str(folder / "world_model_kv_step.onnx")).graph
+    inputs, outputs = {i.name: dims(i) for i in step.input}, {o.name: dims(o) for o in step.output}
+    assert inputs["past_keys"] == inputs["past_values"] == ["batch", 2, 2, "16*steps", 16]
+    assert outputs["present_keys"] == ["batch", 2, 2, "16*steps+16", 16] and outputs["next_states"] == ["batch", 16, 32]
+    prefill = onnx.load(str(folder / "world_model_prefill.onnx")).graph
+    assert {i.name: dims(i) for i in prefill.input}["states"] == ["batch", "steps", 16, 32]
+    assert {o.name: dims(o) for o in prefill.output}["present_values"] == ["batch", 2, 2, "16*steps", 16]
+
+
 def test_the_key_value_components_match_torch_to_1e_5_with_their_caches(exported: tuple[Path, str]) -> None:
     """The export's own parity report (float64 torch reference, random and real inputs, batch 1 and
     the profile's largest) holds every output of the cache components within 1e-5 of the scale."""
