@@ -9,11 +9,12 @@ engines, each when it can be loaded; what cannot is recorded as skipped with the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,29 @@ def bench_component(models: dict[str, LoadedModel], component: str, batch: int, 
             row[f"{col}_vs_torch_cuda"] = rates[col] / rates["torch_cuda"]
     return row
 
+@contextlib.contextmanager
+def bench_repository(
+    checkpoint: Path | None, repo: Path | None, name: str, command: str, say: Callable[[str], None]
+) -> Iterator[tuple[Path, str]]:
+    """The model repository a bench runs on, with the command that reproduces the run: `repo` as
+    given, or `checkpoint` exported to a temporary repository that lives as long as the block."""
+    with tempfile.TemporaryDirectory(prefix="lawm-bench-") as tmp:
+        if repo is not None:
+            yield repo, f"lawm export CHECKPOINT --to REPO --name {name} && {command} --repo REPO --name {name}"
+            return
+        from exporters.export import export_model
+
+        say(f"exporting {checkpoint} to a temporary repository")
+        export_model(checkpoint, Path(tmp), name=name, real_inputs=False, progress=say)
+        yield Path(tmp), f"{command} --checkpoint {checkpoint}"
+
+
+def repository_source(model: Any) -> str:
+    """One line naming what a loaded repository model was exported from, for a bench's report."""
+    m = model.manifest
+    return (f"{m['source']['checkpoint']} (sha256 {m['source']['sha256'][:12]}…), {model.name} v{model.version}, "
+            f"{m['precision']} ONNX opset {m['onnx']['opset']}")
+
 
 def bench_export(
     repo: Path | None = None,
@@ -122,21 +146,11 @@ def bench_export(
 ) -> dict[str, Any]:
     say = progress or (lambda msg: None)
     command = f"lawm bench export --device {device} --repeats {repeats}" + (f" --threads {threads}" if threads else "")
-    with tempfile.TemporaryDirectory(prefix="lawm-bench-") as tmp:
-        if repo is None:
-            from exporters.export import export_model
-
-            say(f"exporting {checkpoint} to a temporary repository")
-            repo = Path(tmp)
-            export_model(checkpoint, repo, name=name, real_inputs=False, progress=say)
-            command += f" --checkpoint {checkpoint}"
-        else:
-            command = f"lawm export CHECKPOINT --to REPO --name {name} && {command} --repo REPO --name {name}"
+    with bench_repository(checkpoint, repo, name, command, say) as (repo, command):
         skipped: dict[str, str] = {}
         models = _candidates(repo, name, version, device, threads, skipped)
         m = models["onnxruntime"]
-        source = f"{m.manifest['source']['checkpoint']} (sha256 {m.manifest['source']['sha256'][:12]}…), " \
-                 f"{name} v{m.version}, {m.manifest['precision']} ONNX opset {m.manifest['onnx']['opset']}"
+        source = repository_source(m)
         wanted = components or tuple(models["torch"].components)
         rows = []
         for component in wanted:

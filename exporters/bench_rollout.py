@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.bench import machine
+from exporters.bench import bench_repository, machine, repository_source
 from exporters.runtime import LoadedModel, load_model, planner_step
 
 ROLLOUT_BAR = 4.0  # cached vs re-run, 8 context + 8 steps
@@ -260,20 +259,10 @@ def bench_rollout(
         f"lawm bench rollout --context {context} --steps {steps} --batches {','.join(map(str, batches))} "
         f"--repeats {repeats} --plans {plans} --env {env}" + (f" --threads {threads}" if threads else "")
     )
-    with tempfile.TemporaryDirectory(prefix="lawm-bench-") as tmp:
-        if repo is None:
-            from exporters.export import export_model
-
-            say(f"exporting {checkpoint} to a temporary repository")
-            repo = Path(tmp)
-            export_model(checkpoint, repo, name=name, real_inputs=False, progress=say)
-            command += f" --checkpoint {checkpoint}"
-        else:
-            command = f"lawm export CHECKPOINT --to REPO --name {name} && {command} --repo REPO --name {name}"
+    with bench_repository(checkpoint, repo, name, command, say) as (repo, command):
         ort = load_model(repo, name, version, runtime="onnxruntime")
         model, _ = build_model(resolve_version(repo, name, ort.version) / CHECKPOINT_DIR)
-        source = f"{ort.manifest['source']['checkpoint']} (sha256 {ort.manifest['source']['sha256'][:12]}…), " \
-                 f"{name} v{ort.version}, {ort.manifest['precision']} ONNX opset {ort.manifest['onnx']['opset']}"
+        source = repository_source(ort)
         rows, clips = rollout_rows(model, ort, context, steps, batches, repeats, say)
         plan_rows, plan_info = planning_rows(model, ort, env, plans, say) if plans else ([], {})
     load_after = os.getloadavg()
