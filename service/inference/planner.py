@@ -121,6 +121,7 @@ async def run_plan(
     hard_deadline: float | None,
     initial_mean: np.ndarray | None = None,
     history: tuple[np.ndarray, np.ndarray] | None = None,
+    priority: Priority = Priority.PLAN,
 ) -> tuple[Plan, dict[str, float]]:
     """Search from `state` `[N, D]` towards `goal` `[N, D]`; returns the plan and per-component seconds.
 
@@ -130,8 +131,9 @@ async def run_plan(
     `soft_deadline` stops iterating (the best plan so far is returned); `hard_deadline` bounds each
     engine call. Both are absolute `time.monotonic()` values. A call refused or failed at the hard
     deadline ends the search with the iterations that finished (`deadline_hit`); when none did there
-    is no plan to give, and the answer is DeadlineExceeded (504)."""
-    bridge = EngineBridge(engine, asyncio.get_running_loop(), Priority.PLAN, hard_deadline)
+    is no plan to give, and the answer is DeadlineExceeded (504). `priority`: the batchers' queue
+    level of every engine call (session steps run above plans)."""
+    bridge = EngineBridge(engine, asyncio.get_running_loop(), priority, hard_deadline)
     if cfg.cost == "pixel":
         engine.require("decoder")
 

@@ -23,11 +23,13 @@ Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
 class Priority(IntEnum):
-    """Lower runs first: robot planning before interactive calls before renders."""
+    """Lower runs first: a control loop's session step before one-off plans before interactive
+    calls before renders (a session step has a control period to meet; a plan is waited on)."""
 
-    PLAN = 0
-    INTERACTIVE = 1
-    RENDER = 2
+    SESSION = 0
+    PLAN = 1
+    INTERACTIVE = 2
+    RENDER = 3
 
 
 def signature_of(inputs: dict[str, np.ndarray]) -> Signature:

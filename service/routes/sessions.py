@@ -254,7 +254,8 @@ async def session_step(
 ) -> StepResponse:
     """The newest observation -> the action(s) to execute now. The first step plans cold; later ones
     start from the previous plan shifted by the executed actions, with the session's warm settings.
-    Steps run at the planner's priority; past the control period the best plan so far is returned."""
+    Steps run above every other request in the batchers (`Priority.SESSION`); past the control
+    period the best plan so far is returned."""
     t0 = time.perf_counter()
     sessions.get(session_id)  # an unknown id is a 404 before the body is read
     frame, body_step = await read_frame(request, limits_of(engine, settings), settings.max_json_bytes)
@@ -277,15 +278,15 @@ async def run_step(
     t1 = t2 = time.perf_counter()
     state: np.ndarray | None = None
     try:
-        state = (await engine.encode_images(frame[None], Priority.PLAN, hard))[0]  # one new tubelet
+        state = (await engine.encode_images(frame[None], Priority.SESSION, hard))[0]  # one new tubelet
         history = None
         if spec.history_context and session.history:
             past = np.stack(list(session.history))  # [K, N, D]
-            latents = await engine.latent_actions(np.concatenate([past, state[None]]), Priority.PLAN, hard)  # [K, Z]
+            latents = await engine.latent_actions(np.concatenate([past, state[None]]), Priority.SESSION, hard)  # [K, Z]
             history = (past, latents)
         t2 = time.perf_counter()
         result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
-                                       history=history)
+                                       history=history, priority=Priority.SESSION)
         actions, cost = result.actions.numpy(), finite_or_none(result.cost)
         iterations, evaluations, deadline_hit = result.iterations_run, result.evaluations, result.deadline_hit
         plan_s = result.timings["total"]

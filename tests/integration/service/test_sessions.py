@@ -146,6 +146,35 @@ async def test_concurrent_steps_count_and_ttl(served: tuple[httpx.AsyncClient, A
         store.clock = real
 
 
+async def test_session_steps_queue_above_plans(served: tuple[httpx.AsyncClient, Any]) -> None:
+    """Every engine call of a session step (encode, controller, world model) is queued at
+    Priority.SESSION, and a one-off plan's at Priority.PLAN: a control loop is served first."""
+    client, app = served
+    engine = app.state.engine
+    seen: list[tuple[str, Priority]] = []
+    real_run = engine.run
+
+    async def recording_run(component: str, inputs: dict[str, np.ndarray], priority: Priority = Priority.INTERACTIVE,
+                            deadline: float | None = None) -> dict[str, np.ndarray]:
+        seen.append((component, priority))
+        return await real_run(component, inputs, priority, deadline)
+
+    engine.run = recording_run
+    try:
+        sid = (await create(client))["session_id"]
+        seen.clear()  # the goal's encoding is not a step
+        assert (await client.post(f"/v1/sessions/{sid}/step", json={"frame": png_b64(image(1))})).status_code == 200
+        step_calls = list(seen)
+        seen.clear()
+        planned = await client.post("/v1/plan", json={"observation": png_b64(image(1)), "goal": png_b64(image(0)), **SETTINGS})
+        assert planned.status_code == 200, planned.text
+    finally:
+        engine.run = real_run
+    assert {c for c, _ in step_calls} >= {"encoder", "controller"}
+    assert {p for _, p in step_calls} == {Priority.SESSION}
+    assert {p for _, p in seen} == {Priority.PLAN}
+
+
 async def test_client_sessions_plans_and_retry_on_429(served: tuple[httpx.AsyncClient, Any]) -> None:
     http, app = served
     store = app.state.sessions

@@ -286,20 +286,20 @@ def test_deadline_already_past_is_refused_at_submit() -> None:
 
 # ----------------------------------------------------------------------------- priorities
 @pytest.mark.parametrize("max_batch", [1, 2, 6])
-def test_plan_before_interactive_before_render_fifo_within_a_level(max_batch: int) -> None:
+def test_session_before_plan_before_interactive_before_render_fifo_within_a_level(max_batch: int) -> None:
     async def scenario() -> None:
         fn = Doubler()
         b = await started_batcher(fn, max_batch_size=max_batch, max_queue_delay_ms=0.0)
         first = await occupy(b, fn)
-        order = [(10.0, Priority.RENDER), (20.0, Priority.INTERACTIVE), (30.0, Priority.PLAN),
-                 (11.0, Priority.RENDER), (21.0, Priority.INTERACTIVE), (31.0, Priority.PLAN)]
+        order = [(10.0, Priority.RENDER), (20.0, Priority.INTERACTIVE), (30.0, Priority.PLAN), (40.0, Priority.SESSION),
+                 (11.0, Priority.RENDER), (21.0, Priority.INTERACTIVE), (31.0, Priority.PLAN), (41.0, Priority.SESSION)]
         tasks = [asyncio.create_task(b.submit(rows([v]), priority=p)) for v, p in order]
         await until(lambda: b.queue_rows == len(order))
         fn.release()
         await first
         await asyncio.gather(*tasks)
         ran = [float(v) for batch in fn.batches[1:] for v in batch[:, 0]]
-        assert ran == [30.0, 31.0, 20.0, 21.0, 10.0, 11.0]
+        assert ran == [40.0, 41.0, 30.0, 31.0, 20.0, 21.0, 10.0, 11.0]
         assert all(batch.shape[0] <= max_batch for batch in fn.batches)
         await b.drain(5)
 
