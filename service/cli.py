@@ -314,6 +314,61 @@ def bench_robot(
     write_json(json_path, result)
 
 
+
+# ----------------------------------------------------------------------------- bench sessions
+@bench_app.command("sessions")
+@friendly_errors
+def bench_sessions(
+    url: Annotated[str | None, typer.Option(help="a running server (default: start `lawm serve` here)")] = None,
+    repo: Annotated[Path, typer.Option(help="model repository to serve when no --url")] = _value("repo"),
+    model: Annotated[str, typer.Option(help="model name (no --url)")] = _value("model"),
+    version: Annotated[int | None, typer.Option(help="model version (no --url)")] = _value("version"),
+    runtime: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt (no --url)")] = _value("runtime"),
+    sessions: Annotated[int, typer.Option(help="concurrent sessions in the second phase")] = 4,
+    steps: Annotated[int, typer.Option(help="steps per concurrent session (the first is cold)")] = 16,
+    pairs: Annotated[int, typer.Option(help="warm step / cold plan pairs in the first phase")] = 8,
+    control_hz: Annotated[float, typer.Option(help="control rate of every session")] = 1.0,
+    samples: Annotated[int | None, typer.Option(help="planner samples of a cold plan (default: the preset's)")] = None,
+    seed: Annotated[int, typer.Option(help="episode seed")] = 0,
+    api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
+    folder: Annotated[Path, typer.Option(help="the spawned server's log")] = Path("runs/bench-sessions"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """Warm session steps vs cold POST /v1/plan on the same frame and goal (alternating, one run), then
+    concurrent sessions at a control rate: p50/p99 step latency, deadline misses, achieved rate.
+    The model needs a navigation controller (3-d actions)."""
+    _require_serve_extra("bench sessions")
+    import contextlib
+    import sys
+
+    from service.bench.processes import ServerProcess, free_port, lawm_serve_command
+    from service.bench.sessions import SessionBench, run
+    from service.client import Client
+
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            port = free_port()
+            args = ["--repo", str(repo), "--model", model, "--runtime", runtime,
+                    *(["--version", str(version)] if version is not None else [])]
+            server = stack.enter_context(ServerProcess(lawm_serve_command(port, args), port, folder / "serve.log"))
+            url = server.url
+        served_url = url
+
+        def connect() -> Client:
+            return Client(served_url, api_key=api_key, timeout_s=120.0)
+
+        client = stack.enter_context(connect())
+        info = client.http.get("/v1/models").json()["models"][0]
+        bench = SessionBench(sessions=sessions, steps=steps, pairs=pairs, control_hz=control_hz, seed=seed,
+                             image_size=int(info["image_size"]),
+                             overrides=(("samples", samples),) if samples is not None else ())
+        result = run(bench, client, connect)
+    result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
+    result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
+    print_table(result["title"], result["rows"])
+    console.print(result["verdict"], highlight=False)
+    write_json(json_path, result)
+
 def main() -> None:
     app()
 
