@@ -28,6 +28,7 @@ import torch
 
 from exporters.bench import bench_repository, machine, repository_source
 from exporters.runtime import LoadedModel, load_model, planner_step
+from training.cli_kit import load_average
 
 ROLLOUT_BAR = 4.0  # cached vs re-run, 8 context + 8 steps
 PLAN_BAR = 1.3  # full-context plan vs one-frame plan
@@ -304,7 +305,7 @@ def _report(
             "share of episodes whose two plans start with the same action"
         ),
         "verdict": "; ".join(parts),
-        "load_average": f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1-min)",
+        "load_average": load_average(load_before, load_after),
         "onnxruntime": onnxruntime.__version__,
         "rows": rows,
     }

@@ -7,6 +7,7 @@ commands of the upper layers are registered here, on top of the training CLI.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from rich.markup import escape
 from exporters.cli import register as register_exporters
 from service.settings import Settings
 from training.cli import app, bench_app
-from training.cli_kit import console, friendly_errors, print_table, write_json
+from training.cli_kit import console, friendly_errors, load_average, machine, print_table, write_json
 
 register_exporters(app, bench_app)
 
@@ -307,7 +308,9 @@ def bench_robot(
         bench = RobotBench(episodes=episodes, steps=steps, goal_steps=goal_steps, control_hz=control_hz,
                            success_m=success_m, image_size=int(info["image_size"]), seed=seed,
                            overrides=(("samples", samples),) if samples is not None else ())
+        load_before = os.getloadavg()
         result = run(bench, client)
+    result["machine"], result["load_average"] = machine(), load_average(load_before, os.getloadavg())
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
     result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
     print_table(result["title"], result["rows"])
@@ -362,7 +365,9 @@ def bench_sessions(
         bench = SessionBench(sessions=sessions, steps=steps, pairs=pairs, control_hz=control_hz, seed=seed,
                              image_size=int(info["image_size"]),
                              overrides=(("samples", samples),) if samples is not None else ())
+        load_before = os.getloadavg()
         result = run(bench, client, connect)
+    result["machine"], result["load_average"] = machine(), load_average(load_before, os.getloadavg())
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
     result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
     print_table(result["title"], result["rows"])

@@ -92,9 +92,17 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     console.print(f"wrote {path}")
 
 
+def load_average(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """The 1-minute load average around a measurement (`os.getloadavg()` before and after)."""
+    return f"{before[0]:.2f} before, {after[0]:.2f} after (1-min)"
+
+
 def machine() -> str:
-    """The CPU, its cores, torch and its threads, and the GPU when there is one."""
+    """The CPU, its cores and bf16 support (AMX / AVX-512 BF16: machines here differ), torch and its
+    threads, and the GPU when there is one."""
     import torch
+
+    from training.precision import cpu_bf16_support
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -103,7 +111,8 @@ def machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    text = (f"{cpu}, {os.cpu_count()} cores, bf16: {cpu_bf16_support().kind}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)}"
     return text
