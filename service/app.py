@@ -86,6 +86,7 @@ async def shutdown(app: FastAPI) -> None:
     app.state.warmed.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await app.state.warmed
+    app.state.sessions.cancel_speculation()  # plans made ahead for steps that will not come
     ends = time.monotonic() + settings.drain_timeout_s
     unfinished = await app.state.jobs.drain(settings.drain_timeout_s)
     if unfinished:

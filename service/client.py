@@ -66,6 +66,8 @@ class Step:
     cost: float | None
     deadline_hit: bool
     timing: dict[str, float] = field(default_factory=dict)
+    ahead: bool = False  # the plan searched ahead from the predicted state (plan_ahead sessions)
+    ahead_error: float | None = None  # relative error of that prediction against this frame's state
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def _step(body: dict[str, Any]) -> Step:
         session_id=body["session_id"], step=body["step"], warm=body["warm"],
         actions_now=np.asarray(body["actions_now"], np.float32), actions=np.asarray(body["actions"], np.float32),
         cost=body["cost"], deadline_hit=body["deadline_hit"], timing=body["timing"],
+        ahead=body.get("ahead", False), ahead_error=body.get("ahead_error"),
     )
 
 
@@ -247,7 +250,8 @@ class Client(_Retrying):
     def create_session(self, *, goal: np.ndarray | bytes | None = None, goal_id: str | None = None,
                        **settings: Any) -> Session:
         """Open a plan session. `settings`: preset, action_low, action_high, overrides, warm_samples,
-        warm_iterations, control_period_ms, ttl_s, execute (see docs/api.md)."""
+        warm_iterations, control_period_ms, ttl_s, execute, history_context, plan_ahead, ahead_tolerance
+        (see docs/api.md)."""
         return _session(self._send(_session_call(goal, goal_id, **settings)).json())
 
     def step(self, session_id: str, frame: np.ndarray, step: int | None = None) -> Step:

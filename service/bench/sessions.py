@@ -1,13 +1,15 @@
 """`lawm bench sessions`: what a plan session saves a control loop, measured through the API.
 
-Two phases, one run, one server:
+Three phases, one run, one server:
 
 1. **Warm vs cold, side by side.** One session drives a navigation episode in closed loop (the
    simulator executes each returned action). At every step the same newest frame and goal also go
    to a stateless `POST /v1/plan` (a cold plan: the frame encoded afresh, the search from the
    prior at the preset's full settings). The two calls alternate, so a noisy neighbour hits both
    alike; the ratio is warm p50 / cold p50 (bar: ≤ 0.25).
-2. **Concurrent sessions at a control rate.** `sessions` robots, each in its own thread with its
+2. **Planning ahead.** One `plan_ahead` session at the control rate: how fast a step answers when
+   its plan was searched during the previous control period, and how many steps could use it.
+3. **Concurrent sessions at a control rate.** `sessions` robots, each in its own thread with its
    own connection, step their own episode every control period. Reported: warm-step latency
    p50/p99 as the robot sees it (bar: p99 ≤ 2× p50 at 1 Hz with 4 sessions on 2 cores), deadline
    misses (answers later than the period) and the achieved control rate.
@@ -44,6 +46,7 @@ class SessionBench:
     seed: int = 0
     preset: str = "recon"
     overrides: tuple[tuple[str, Any], ...] = ()
+    ahead_tolerance: float = 0.25  # phase 3: a plan_ahead session's tolerance
 
     def __post_init__(self) -> None:
         if self.sessions < 1 or self.steps < 2 or self.pairs < 1:
@@ -62,10 +65,10 @@ class SessionBench:
         )
         return env, goal_image
 
-    def open(self, client: Client, goal_image: np.ndarray, steps: int) -> str:
+    def open(self, client: Client, goal_image: np.ndarray, steps: int, **extra: Any) -> str:
         return client.create_session(
             goal=goal_image, preset=self.preset, overrides=dict(self.overrides) or None,
-            control_period_ms=self.period_s * 1000.0, ttl_s=max(60.0, 4 * self.period_s * steps),
+            control_period_ms=self.period_s * 1000.0, ttl_s=max(60.0, 4 * self.period_s * steps), **extra,
         ).session_id
 
 
@@ -97,6 +100,32 @@ def warm_vs_cold(bench: SessionBench, client: Client, clock: Callable[[], float]
         client.end_session(sid)
     w, c = _percentiles(warm), _percentiles(cold)
     return {"warm_step": w, "cold_plan": c, "warm_over_cold_p50": w["p50_ms"] / c["p50_ms"]}
+
+
+def planning_ahead(
+    bench: SessionBench, client: Client,
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Phase 3: one `plan_ahead` session at the control rate (the search for step t+1 runs while the
+    robot executes step t); warm-step latency, and how many steps were answered by the plan made ahead."""
+    env, goal_image = bench.world(0)
+    sid = bench.open(client, goal_image, bench.pairs + 1, plan_ahead=True, ahead_tolerance=bench.ahead_tolerance)
+    warm, errors, answered = [], [], 0
+    try:
+        for t in range(bench.pairs + 1):
+            tick = clock()
+            step = client.step(sid, env.render(), step=t)
+            if t:
+                warm.append(clock() - tick)
+                answered += step.ahead
+                if step.ahead_error is not None:
+                    errors.append(step.ahead_error)
+            env.step(step.actions_now[0])
+            sleep(max(0.0, bench.period_s - (clock() - tick)))
+    finally:
+        client.end_session(sid)
+    return {"warm_step": _percentiles(warm), "answered_ahead": answered,
+            "median_ahead_error": float(np.median(errors)) if errors else None}
 
 
 def concurrent_sessions(
@@ -156,6 +185,7 @@ def run(
 ) -> dict[str, Any]:
     """Both phases; the result `lawm bench sessions` prints and writes as JSON."""
     pairs = warm_vs_cold(bench, client)
+    ahead = planning_ahead(bench, client, sleep=sleep)
     crowd = concurrent_sessions(bench, connect, sleep=sleep)
     ratio, spread = pairs["warm_over_cold_p50"], crowd["p99_over_p50"]
     rows = [
@@ -163,6 +193,11 @@ def run(
          "p99_ms": pairs["cold_plan"]["p99_ms"], "n": pairs["cold_plan"]["n"], "ratio": 1.0},
         {"measurement": "warm session step, alone", "p50_ms": pairs["warm_step"]["p50_ms"],
          "p99_ms": pairs["warm_step"]["p99_ms"], "n": pairs["warm_step"]["n"], "ratio": ratio},
+        {"measurement": f"warm session step planning ahead at {bench.control_hz:g} Hz ({ahead['answered_ahead']} of "
+                        f"{ahead['warm_step']['n']} answered ahead, tolerance {bench.ahead_tolerance:g}, median "
+                        f"error {ahead['median_ahead_error'] or float('nan'):.3f})",
+         "p50_ms": ahead["warm_step"]["p50_ms"], "p99_ms": ahead["warm_step"]["p99_ms"], "n": ahead["warm_step"]["n"],
+         "ratio": ahead["warm_step"]["p50_ms"] / pairs["cold_plan"]["p50_ms"]},
         {"measurement": f"warm session step, {bench.sessions} sessions at {bench.control_hz:g} Hz",
          "p50_ms": crowd["warm_step"]["p50_ms"], "p99_ms": crowd["warm_step"]["p99_ms"], "n": crowd["warm_step"]["n"],
          "ratio": crowd["warm_step"]["p50_ms"] / pairs["cold_plan"]["p50_ms"]},
@@ -183,5 +218,5 @@ def run(
         "statistic": "client-side wall time per call; phase 1 alternates warm step and cold plan on the same "
                      "frame and goal; ratio = p50 / the cold plan's p50",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bench.__dict__.items()},
-        "rows": rows, "phases": {"warm_vs_cold": pairs, "concurrent": crowd}, "verdict": verdict,
+        "rows": rows, "phases": {"warm_vs_cold": pairs, "ahead": ahead, "concurrent": crowd}, "verdict": verdict,
     }

@@ -21,17 +21,22 @@ Nothing here knows HTTP: `service.errors` maps these errors.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from service.inference.errors import InferenceError
 from training.planning import PlannerConfig
+
+log = logging.getLogger("lawm.sessions")
 
 
 class UnknownSession(InferenceError):
@@ -107,6 +112,8 @@ class SessionSpec:
     execute: int  # actions the client executes per step (the warm start shifts by this many)
     history: int  # encoded observations kept (the model's context length)
     history_context: bool = False  # plan with the kept observations as the world model's context
+    plan_ahead: bool = False  # search the next step's plan while the robot executes this one's
+    ahead_tolerance: float = 0.25  # largest relative state error at which the plan made ahead is used
 
 
 @dataclass
@@ -119,10 +126,27 @@ class PlanSession:
     busy: bool = False
     plan: np.ndarray | None = None  # [H, A] the previous step's best sequence
     history: collections.deque[np.ndarray] = field(default_factory=collections.deque)  # [N, D] each
+    ahead: asyncio.Task[Any] | None = None  # the next step's plan, being searched ahead (plan_ahead)
 
     @property
     def expires_at(self) -> float:
         return self.last_used + self.spec.ttl_s
+
+    def start_ahead(self, task: asyncio.Task[Any]) -> None:
+        """Keep the task that plans the next step ahead (the previous one is cancelled)."""
+        self.cancel_ahead()
+        task.add_done_callback(_quiet)
+        self.ahead = task
+
+    def take_ahead(self) -> asyncio.Task[Any] | None:
+        """The plan-ahead task for this step, handed over once."""
+        task, self.ahead = self.ahead, None
+        return task
+
+    def cancel_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+            self.ahead = None
 
     def warm_start(self) -> np.ndarray | None:
         """The previous plan shifted by the executed actions, or None before the first step."""
@@ -133,6 +157,13 @@ class PlanSession:
         every step would search the same offsets around each warm start)."""
         cfg = self.spec.cold if self.plan is None else self.spec.warm
         return dataclasses.replace(cfg, seed=(cfg.seed + self.steps) % (2**63 - 1))
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """A plan made ahead that failed is only a missed shortcut (the step searches itself): logged,
+    never left as an unretrieved task exception."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("planning ahead failed: %s", task.exception())
 
 
 class SessionStore:
@@ -151,7 +182,7 @@ class SessionStore:
         now = self.clock()
         expired = [sid for sid, s in self.sessions.items() if not s.busy and s.expires_at <= now]
         for sid in expired:
-            del self.sessions[sid]
+            self.sessions.pop(sid).cancel_ahead()
         return len(expired)
 
     def create(self, spec: SessionSpec) -> PlanSession:
@@ -200,7 +231,13 @@ class SessionStore:
         session.busy = False
         session.last_used = self.clock()
 
+    def cancel_speculation(self) -> None:
+        """Cancel every plan being made ahead (at shutdown: no step will come for them)."""
+        for session in self.sessions.values():
+            session.cancel_ahead()
+
     def delete(self, session_id: str) -> PlanSession:
         session = self.get(session_id)
         del self.sessions[session_id]
+        session.cancel_ahead()
         return session

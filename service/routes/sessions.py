@@ -25,12 +25,20 @@ from pydantic import BaseModel, Field, model_validator
 
 from service.deps import EngineDep, GoalsDep, PlanSlotsDep, SettingsDep
 from service.errors import ApiError, answer_for, error_body, validation_message
+from service.inference.ahead import AheadPlan, plan_ahead, ready_ahead, relative_error
 from service.inference.engine import Engine
 from service.inference.errors import DeadlineExceeded, InferenceError
 from service.inference.goals import goal_id
 from service.inference.planner import PlanSlots, finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
-from service.inference.sessions import PlanSession, SessionSpec, SessionStore, UnknownSession, warm_config
+from service.inference.sessions import (
+    PlanSession,
+    SessionSpec,
+    SessionStore,
+    UnknownSession,
+    shifted,
+    warm_config,
+)
 from service.inputs import NPY, cancel_on_disconnect, media_type, parse_json, read_body
 from service.media import MediaLimits, b64decode_field, check_image_size, model_sized_image
 from service.routes.v1 import limits_of, model_key, model_ref, require_json
@@ -68,6 +76,13 @@ class SessionRequest(RequestBody):
     history_context: bool = Field(
         False, description="plan with the session's earlier frames (and the IDM's latents between them) as "
         "the world model's context; meaningful when the control period matches the model's state period")
+    plan_ahead: bool = Field(
+        False, description="while the robot executes a step's actions, search the next step's plan from the "
+        "world model's predicted state; the next step answers it at once when the real frame's state is within "
+        "`ahead_tolerance` of the prediction, and searches from the real state otherwise")
+    ahead_tolerance: float = Field(
+        0.25, ge=0, le=10, description="largest relative state error ‖real − predicted‖ / ‖real‖ at which the "
+        "plan made ahead is used (each step reports `ahead_error` to tune it)")
 
     @model_validator(mode="after")
     def _one_goal(self) -> SessionRequest:
@@ -87,6 +102,8 @@ class SessionInfo(BaseModel):
     control_period_ms: float | None
     execute: int
     history_context: bool
+    plan_ahead: bool
+    ahead_tolerance: float
     ttl_s: float
     expires_in_s: float
     steps: int
@@ -108,6 +125,9 @@ class StepResponse(BaseModel):
     session_id: str
     step: int
     warm: bool = Field(description="whether the search started from the previous plan")
+    ahead: bool = Field(False, description="the answer is the plan searched ahead, from the predicted state")
+    ahead_error: float | None = Field(
+        None, description="relative error of the predicted state against this frame's (plan_ahead sessions)")
     actions_now: Matrix = Field(description="[execute, action_dim] the action(s) to execute now")
     actions: Matrix = Field(description="[horizon, action_dim] the whole plan")
     cost: float | None
@@ -128,7 +148,8 @@ def _info(session: PlanSession, engine: Any, store: SessionStore) -> SessionInfo
         session_id=session.id, model=model_ref(engine), goal_id=spec.goal_id, planner=_config_json(spec.cold),
         warm_planner=_config_json(spec.warm),
         control_period_ms=None if spec.control_period_s is None else spec.control_period_s * 1000.0,
-        execute=spec.execute, history_context=spec.history_context, ttl_s=spec.ttl_s, expires_in_s=max(0.0, session.expires_at - store.clock()),
+        execute=spec.execute, history_context=spec.history_context, plan_ahead=spec.plan_ahead,
+        ahead_tolerance=spec.ahead_tolerance, ttl_s=spec.ttl_s, expires_in_s=max(0.0, session.expires_at - store.clock()),
         steps=session.steps,
     )
 
@@ -221,6 +242,7 @@ async def create_session(
         cold=cold, warm=warm, goal=goal, goal_id=key, ttl_s=ttl,
         control_period_s=None if body.control_period_ms is None else body.control_period_ms / 1000.0,
         execute=min(body.execute, cold.horizon), history=geo.max_steps - 1, history_context=body.history_context,
+        plan_ahead=body.plan_ahead, ahead_tolerance=body.ahead_tolerance,
     )
     session = sessions.create(spec)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
@@ -275,21 +297,33 @@ async def run_step(
     soft = None if spec.control_period_s is None else start + spec.control_period_s
     hard = None if soft is None else soft + spec.control_period_s  # type: ignore[operator]
     cfg, warm_start = session.config(), session.warm_start()
+    ahead_task = session.take_ahead()
     t1 = t2 = time.perf_counter()
     state: np.ndarray | None = None
+    made_ahead: AheadPlan | None = None
+    ahead_error: float | None = None
     try:
         state = (await engine.encode_images(frame[None], Priority.SESSION, hard))[0]  # one new tubelet
+        made_ahead = await ready_ahead(ahead_task, soft)
+        if made_ahead is not None:
+            ahead_error = relative_error(state, made_ahead.predicted)
+            if ahead_error > spec.ahead_tolerance:  # the robot is elsewhere: plan from where it is
+                made_ahead = None
         history = None
-        if spec.history_context and session.history:
+        if spec.history_context and session.history and made_ahead is None:
             past = np.stack(list(session.history))  # [K, N, D]
             latents = await engine.latent_actions(np.concatenate([past, state[None]]), Priority.SESSION, hard)  # [K, Z]
             history = (past, latents)
         t2 = time.perf_counter()
-        result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
-                                       history=history, priority=Priority.SESSION)
-        actions, cost = result.actions.numpy(), finite_or_none(result.cost)
-        iterations, evaluations, deadline_hit = result.iterations_run, result.evaluations, result.deadline_hit
-        plan_s = result.timings["total"]
+        if made_ahead is not None:
+            actions, cost, iterations = made_ahead.actions, made_ahead.cost, made_ahead.iterations
+            evaluations, deadline_hit, plan_s, parts = made_ahead.evaluations, False, 0.0, made_ahead.parts
+        else:
+            result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
+                                           history=history, priority=Priority.SESSION)
+            actions, cost = result.actions.numpy(), finite_or_none(result.cost)
+            iterations, evaluations, deadline_hit = result.iterations_run, result.evaluations, result.deadline_hit
+            plan_s = result.timings["total"]
     except DeadlineExceeded:
         if warm_start is None:  # nothing planned yet: no action to fall back on
             sessions.abandon_step(session)
@@ -299,13 +333,21 @@ async def run_step(
         actions, cost, iterations, evaluations, deadline_hit, plan_s = warm_start, None, 0, 0, True, 0.0
         parts = {"controller": 0.0, "world_model": 0.0}
     except BaseException:  # refused, failed or cancelled: the session is as before the step
+        if ahead_task is not None:
+            ahead_task.cancel()
         sessions.abandon_step(session)
         raise
     sessions.finish_step(session, state, actions)
+    if spec.plan_ahead and state is not None:
+        executed = actions[: spec.execute]
+        session.start_ahead(asyncio.create_task(plan_ahead(
+            engine, slots, session.config(), state, spec.goal, executed, shifted(actions, spec.execute))))
     return StepResponse(
         session_id=session.id,
         step=session.steps - 1,
         warm=warm_start is not None,
+        ahead=made_ahead is not None,
+        ahead_error=ahead_error,
         actions_now=actions[: spec.execute].tolist(),
         actions=actions.tolist(),
         cost=cost,

@@ -28,9 +28,11 @@ def test_session_bench_through_the_api(tiny_model_repo: Path) -> None:
         slept: list[float] = []
         result = run(bench, client, lambda: contextlib.nullcontext(client), sleep=slept.append)
         assert len(app.state.sessions) == 0  # every session was ended
-    cold, warm, crowd, first = result["rows"]
+    cold, warm, ahead, crowd, first = result["rows"]
     assert cold["n"] == warm["n"] == 2 and cold["ratio"] == 1.0
     assert warm["ratio"] == pytest.approx(warm["p50_ms"] / cold["p50_ms"])
+    assert ahead["n"] == 2 and "answered ahead" in ahead["measurement"]
+    assert 0 <= result["phases"]["ahead"]["answered_ahead"] <= 2
     assert crowd["n"] == 2 * 2 and first["n"] == 2  # each robot's first step is cold, the rest warm
     phase = result["phases"]["concurrent"]
     assert phase["steps"] == 6 and 0 <= phase["deadline_misses"] <= 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import io
 from typing import Any
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.runtime import HistoryKvPlannerStep, LoadedModel, planner_step
+from exporters.runtime import HistoryKvPlannerStep, LoadedModel, controller_step, planner_step
 from service.client import AsyncClient, LawmError, png_bytes
+from service.inference.ahead import relative_error
 from service.inference.queue import Priority
 from service.inference.rollout import has_kv_cache, rollout_latents
 from service.inference.sessions import shifted
@@ -252,3 +254,56 @@ async def test_a_step_past_its_control_period_answers_the_shifted_plan(served: t
     assert (body["deadline_hit"], body["cost"], body["evaluations"], body["warm"]) == (True, None, 0, True)
     np.testing.assert_allclose(body["actions"], shifted(np.asarray(first["actions"], np.float32), 1), atol=1e-6)
     await client.delete(step.removesuffix("/step"))
+
+
+async def test_planning_ahead_answers_the_plan_searched_from_the_predicted_state(
+    served: tuple[httpx.AsyncClient, Any], offline_model: LoadedModel
+) -> None:
+    client, app = served
+    store = app.state.sessions
+    info = await create(client, plan_ahead=True, ahead_tolerance=10.0)
+    assert info["plan_ahead"] is True
+    sid = info["session_id"]
+    step = f"/v1/sessions/{sid}/step"
+    one = (await client.post(step, json={"frame": png_b64(image(11))})).json()
+    assert (one["ahead"], one["ahead_error"]) == (False, None)
+    task = store.sessions[sid].ahead
+    assert task is not None  # searching while the robot moves
+    while not task.done():
+        await asyncio.sleep(0.01)
+    two = (await client.post(step, json={"frame": png_b64(image(12))})).json()
+    assert two["ahead"] is True and two["warm"] is True and two["ahead_error"] > 0
+
+    # offline: predict the state the executed action leads to, then the warm search from there
+    call = lambda component, inputs: offline_model.components[component].run(inputs)  # noqa: E731
+    s0, s1 = (offline_observation(offline_model, f) for f in (image(11), image(12)))
+    predicted, _ = controller_step(call, s0[None], np.asarray(one["actions_now"], np.float32))  # [1, N, D]
+    goal = torch.from_numpy(offline_observation(offline_model, image(0)))
+    warm = dataclasses.replace(PlannerConfig(**info["warm_planner"]), seed=info["warm_planner"]["seed"] + 1)
+    expected = plan(planner_step(offline_model, context="full"), get_cost(warm.cost), torch.from_numpy(predicted[0]),
+                    goal, warm, initial_mean=torch.from_numpy(shifted(np.asarray(one["actions"], np.float32), 1)))
+    np.testing.assert_allclose(two["actions"], expected.actions.numpy(), atol=1e-5)
+    assert two["ahead_error"] == pytest.approx(relative_error(s1, predicted[0]), rel=1e-4)
+
+    # the next search ahead started from the real frame's state; ending the session cancels it
+    pending = store.sessions[sid].ahead
+    assert pending is not None and pending is not task
+    assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 204
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+    assert pending.done()
+
+
+async def test_a_prediction_beyond_the_tolerance_is_not_used(served: tuple[httpx.AsyncClient, Any]) -> None:
+    client, app = served
+    info = await create(client, plan_ahead=True, ahead_tolerance=0.0)
+    step = f"/v1/sessions/{info['session_id']}/step"
+    await client.post(step, json={"frame": png_b64(image(11))})
+    task = app.state.sessions.sessions[info["session_id"]].ahead
+    while not task.done():
+        await asyncio.sleep(0.01)
+    two = (await client.post(step, json={"frame": png_b64(image(12))})).json()
+    assert two["ahead"] is False and two["warm"] is True and two["ahead_error"] > 0  # searched from the real state
+    bad = await client.post("/v1/sessions", json={"goal": png_b64(image(0)), "ahead_tolerance": -1, **SETTINGS})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+    await client.delete(f"/v1/sessions/{info['session_id']}")
