@@ -62,7 +62,7 @@ class ServiceMetrics:
         self.queue_depth = Gauge("lawm_queue_depth", "Rows waiting in a component's batch queue.", ["component"], registry=r)
         self.rejections = Counter(
             "lawm_rejections", "Requests a component's batcher turned away or dropped, by reason "
-            "(queue_full, deadline, cancelled, shutting_down, too_large).",
+            "(queue_full, queue_wait, deadline, cancelled, shutting_down, too_large).",
             ["component", "reason"], registry=r,
         )
         # lawm_jobs (gauge) and lawm_jobs_total (counter) share the family name "lawm_jobs", which the

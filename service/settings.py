@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     plan_max_batch_size: int = Field(512, ge=1, le=65536)  # rows per batch for the planner's components
     max_queue_delay_ms: float = Field(5.0, ge=0, le=10_000)
     max_queue_rows: int = Field(4096, ge=1)  # queued rows per component before 429
+    # work queued ahead of a request (at its priority and above, at the measured time per row) above
+    # this answers 429 at once, with Retry-After: shed load instead of queueing it for minutes
+    max_queue_wait_s: float = Field(10.0, gt=0)
 
     # --- auth: bearer API keys; empty means no auth
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.inference.errors import (
+    BacklogTooLong,
     BatcherClosed,
     BatcherError,
     DeadlineExceeded,
@@ -127,6 +128,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_rows: int,
+        max_queue_wait_s: float | None = None,
         metrics: BatcherMetrics | None = None,
         executor: Executor | None = None,
     ) -> None:
@@ -140,6 +142,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ms = max_queue_delay_ms
         self.max_queue_rows = max_queue_rows
+        self.max_queue_wait_s = max_queue_wait_s  # admission by estimated wait, not only by rows
         self.metrics = metrics
         self._queue = BatchQueue(max_batch_size, max_queue_delay_ms / 1000.0)
         self._executor = executor
@@ -202,6 +205,15 @@ class DynamicBatcher:
             raise QueueFull(
                 f"the '{self.name}' queue is full ({self._queue.rows} of {self.max_queue_rows} rows queued); "
                 f"retry in about {retry:.2f} s",
+                retry_after_s=retry,
+            )
+        wait = self.estimated_wait(Priority(priority))
+        if self.max_queue_wait_s is not None and wait is not None and wait > self.max_queue_wait_s:
+            self._reject("queue_wait")
+            retry = round(max(wait - self.max_queue_wait_s, 0.001), 3)  # until the backlog is within budget
+            raise BacklogTooLong(
+                f"about {wait:.2f} s of '{self.name}' work is queued ahead of this request, more than its "
+                f"{self.max_queue_wait_s:g} s budget; retry in about {retry:.2f} s",
                 retry_after_s=retry,
             )
         request = Pending(
@@ -330,6 +342,16 @@ class DynamicBatcher:
             self._fail(request, error)
 
     # ------------------------------------------------------------------ bookkeeping
+    def estimated_wait(self, priority: Priority) -> float | None:
+        """Seconds before a request at `priority` would start: the batch in flight and the queued rows
+        that run before it (its level and above), at the recent compute time per row; None until a
+        batch has been measured."""
+        if self._seconds_per_row is None:
+            return None
+        ahead = sum(r.rows for r in self._queue if r.priority <= priority)
+        in_flight = self._inflight_batch.rows if self._inflight_batch is not None else 0
+        return (ahead + in_flight) * self._seconds_per_row
+
     def _retry_after(self, rows: int) -> float:
         """Seconds until enough queued rows have run for `rows` more to fit, from recent compute time."""
         if self._seconds_per_row is None:

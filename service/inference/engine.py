@@ -160,6 +160,7 @@ class Engine:
                 max_batch_size=limit,
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,
                 max_queue_rows=max(self.settings.max_queue_rows, limit),
+                max_queue_wait_s=self.settings.max_queue_wait_s,
                 metrics=self.metrics.batcher(name) if self.metrics is not None else None,
             )
             await batcher.start()

@@ -87,6 +87,12 @@ class QueueFull(BatcherError):
         self.retry_after_s = retry_after_s
 
 
+class BacklogTooLong(QueueFull):
+    """The work queued ahead of a request would take longer than the batcher's wait budget."""
+
+    reason = "queue_wait"
+
+
 class DeadlineExceeded(BatcherError):
     reason = "deadline"
 

@@ -217,6 +217,38 @@ def test_full_queue_rejects_at_once_with_retry_after(max_batch: int, max_queue: 
     run(scenario)
 
 
+def test_backlog_longer_than_the_wait_budget_is_shed_by_priority() -> None:
+    """Admission by estimated wait: the rows in flight and queued at the request's level and above,
+    at the measured time per row, against max_queue_wait_s (no clock involved: the per-row time is
+    set, as if measured)."""
+    async def scenario() -> None:
+        fn = Doubler()
+        metrics = ServiceMetrics()
+        b = await started_batcher(fn, max_batch_size=2, max_queue_rows=64, max_queue_wait_s=3.5,
+                                  metrics=metrics.batcher("doubler"))
+        assert b.estimated_wait(Priority.INTERACTIVE) is None  # nothing measured: nothing shed
+        await b.submit(rows([1.0, 2.0]))
+        b._seconds_per_row = 1.0
+        first = await occupy(b, fn)  # 2 rows in flight
+        renders = asyncio.create_task(b.submit(rows([5.0, 6.0]), priority=Priority.RENDER))
+        await until(lambda: b.queue_rows == 2)
+        assert b.estimated_wait(Priority.INTERACTIVE) == 2.0  # renders run after interactive calls
+        assert b.estimated_wait(Priority.RENDER) == 4.0
+        with pytest.raises(QueueFull, match="budget") as info:
+            await b.submit(rows([7.0]), priority=Priority.RENDER)
+        assert info.value.reason == "queue_wait" and info.value.retry_after_s == pytest.approx(0.5)
+        interactive = asyncio.create_task(b.submit(rows([8.0]), priority=Priority.INTERACTIVE))  # 2 s: admitted
+        await until(lambda: b.queue_rows == 3)
+        assert metrics.registry.get_sample_value(
+            "lawm_rejections_total", {"component": "doubler", "reason": "queue_wait"}) == 1.0
+        fn.release()
+        await asyncio.gather(first, renders, interactive)
+        assert 7.0 not in fn.seen()
+        await b.drain(5)
+
+    run(scenario)
+
+
 def test_request_larger_than_the_whole_queue_is_refused_as_too_large() -> None:
     async def scenario() -> None:
         b = await started_batcher(Doubler(), max_batch_size=2, max_queue_rows=4)
