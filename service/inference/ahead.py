@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class AheadPlan:
     iterations: int
     evaluations: int
     seconds: float  # the speculative work's wall time (predict + search)
-    parts: dict[str, float] = field(default_factory=dict)  # controller / world-model seconds of the search
 
 
 def relative_error(real: np.ndarray, predicted: np.ndarray) -> float:
@@ -49,10 +48,10 @@ async def plan_ahead(
     from `warm_start` `[H, A]` (the current plan shifted by the executed actions)."""
     t0 = time.perf_counter()
     predicted = (await rollout_actions(engine, state, executed, Priority.PLAN, None))[0][-1]  # [N, D]
-    result, parts = await run_plan(engine, slots, cfg, predicted, goal, None, None, initial_mean=warm_start,
+    result, _ = await run_plan(engine, slots, cfg, predicted, goal, None, None, initial_mean=warm_start,
                                    priority=Priority.PLAN)
     return AheadPlan(predicted, result.actions.numpy(), finite_or_none(result.cost), result.iterations_run,
-                     result.evaluations, time.perf_counter() - t0, parts)
+                     result.evaluations, time.perf_counter() - t0)
 
 
 async def ready_ahead(task: asyncio.Task[AheadPlan] | None, deadline: float | None) -> AheadPlan | None:

@@ -135,7 +135,10 @@ class StepResponse(BaseModel):
     evaluations: int
     deadline_hit: bool
     expires_in_s: float
-    timing: dict[str, float] = Field(description="seconds: decode, encode, plan, controller, world_model, total")
+    timing: dict[str, float] = Field(
+        description="seconds: decode, encode, plan, controller, world_model, total; with an answer planned ahead, "
+        "also ahead_wait (this step waiting for that search to end) and ahead (its own time, spent in the "
+        "previous control period)")
 
 
 def _config_json(cfg: PlannerConfig) -> dict[str, Any]:
@@ -302,9 +305,12 @@ async def run_step(
     state: np.ndarray | None = None
     made_ahead: AheadPlan | None = None
     ahead_error: float | None = None
+    ahead_wait_s = 0.0
     try:
         state = (await engine.encode_images(frame[None], Priority.SESSION, hard))[0]  # one new tubelet
+        t_wait = time.perf_counter()
         made_ahead = await ready_ahead(ahead_task, soft)
+        ahead_wait_s = time.perf_counter() - t_wait
         if made_ahead is not None:
             ahead_error = relative_error(state, made_ahead.predicted)
             if ahead_error > spec.ahead_tolerance:  # the robot is elsewhere: plan from where it is
@@ -314,10 +320,11 @@ async def run_step(
             past = np.stack(list(session.history))  # [K, N, D]
             latents = await engine.latent_actions(np.concatenate([past, state[None]]), Priority.SESSION, hard)  # [K, Z]
             history = (past, latents)
-        t2 = time.perf_counter()
+        t2 = time.perf_counter() - ahead_wait_s  # encode (and history) time, without the wait for the plan ahead
         if made_ahead is not None:
             actions, cost, iterations = made_ahead.actions, made_ahead.cost, made_ahead.iterations
-            evaluations, deadline_hit, plan_s, parts = made_ahead.evaluations, False, 0.0, made_ahead.parts
+            evaluations, deadline_hit, plan_s = made_ahead.evaluations, False, 0.0
+            parts = {"controller": 0.0, "world_model": 0.0}  # the search ran in the previous period (ahead_s)
         else:
             result, parts = await run_plan(engine, slots, cfg, state, spec.goal, soft, hard, initial_mean=warm_start,
                                            history=history, priority=Priority.SESSION)
@@ -358,6 +365,7 @@ async def run_step(
         timing={
             "decode_s": t1 - t0, "encode_s": t2 - t1, "plan_s": plan_s,
             "controller_s": parts["controller"], "world_model_s": parts["world_model"],
+            **({"ahead_wait_s": ahead_wait_s, "ahead_s": made_ahead.seconds} if made_ahead is not None else {}),
             "total_s": time.perf_counter() - t0,
         },
     )

@@ -273,6 +273,7 @@ async def test_planning_ahead_answers_the_plan_searched_from_the_predicted_state
         await asyncio.sleep(0.01)
     two = (await client.post(step, json={"frame": png_b64(image(12))})).json()
     assert two["ahead"] is True and two["warm"] is True and two["ahead_error"] > 0
+    assert two["timing"]["plan_s"] == 0.0 and two["timing"]["ahead_s"] > 0  # searched in the previous period
 
     # offline: predict the state the executed action leads to, then the warm search from there
     call = lambda component, inputs: offline_model.components[component].run(inputs)  # noqa: E731
