@@ -6,6 +6,7 @@ commands of the upper layers are registered here, on top of the training CLI.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -264,6 +265,20 @@ def bench_jobs(
 
 
 
+def _served_url(
+    stack: contextlib.ExitStack, url: str | None, repo: Path, model: str, version: int | None, runtime: str, log: Path
+) -> str:
+    """`url`, or a `lawm serve` of the given model started here (stopped when `stack` closes)."""
+    if url is not None:
+        return url
+    from service.bench.processes import ServerProcess, free_port, lawm_serve_command
+
+    port = free_port()
+    args = ["--repo", str(repo), "--model", model, "--runtime", runtime,
+            *(["--version", str(version)] if version is not None else [])]
+    return stack.enter_context(ServerProcess(lawm_serve_command(port, args), port, log)).url  # ready once entered
+
+
 # ----------------------------------------------------------------------------- bench robot
 @bench_app.command("robot")
 @friendly_errors
@@ -289,20 +304,13 @@ def bench_robot(
     final distance to the goal for the model and a random policy, with the achieved control rate,
     step latency p50/p99 and deadline misses. The model needs a navigation controller (3-d actions)."""
     _require_serve_extra("bench robot")
-    import contextlib
     import sys
 
-    from service.bench.processes import ServerProcess, free_port, lawm_serve_command
     from service.bench.robot import RobotBench, run
     from service.client import Client
 
     with contextlib.ExitStack() as stack:
-        if url is None:
-            port = free_port()
-            args = ["--repo", str(repo), "--model", model, "--runtime", runtime,
-                    *(["--version", str(version)] if version is not None else [])]
-            server = stack.enter_context(ServerProcess(lawm_serve_command(port, args), port, folder / "serve.log"))
-            url = server.url  # started (and ready) by entering it
+        url = _served_url(stack, url, repo, model, version, runtime, folder / "serve.log")
         client = stack.enter_context(Client(url, api_key=api_key, timeout_s=120.0))
         info = client.http.get("/v1/models").json()["models"][0]
         bench = RobotBench(episodes=episodes, steps=steps, goal_steps=goal_steps, control_hz=control_hz,
@@ -341,21 +349,13 @@ def bench_sessions(
     concurrent sessions at a control rate: p50/p99 step latency, deadline misses, achieved rate.
     The model needs a navigation controller (3-d actions)."""
     _require_serve_extra("bench sessions")
-    import contextlib
     import sys
 
-    from service.bench.processes import ServerProcess, free_port, lawm_serve_command
     from service.bench.sessions import SessionBench, run
     from service.client import Client
 
     with contextlib.ExitStack() as stack:
-        if url is None:
-            port = free_port()
-            args = ["--repo", str(repo), "--model", model, "--runtime", runtime,
-                    *(["--version", str(version)] if version is not None else [])]
-            server = stack.enter_context(ServerProcess(lawm_serve_command(port, args), port, folder / "serve.log"))
-            url = server.url
-        served_url = url
+        served_url = _served_url(stack, url, repo, model, version, runtime, folder / "serve.log")
 
         def connect() -> Client:
             return Client(served_url, api_key=api_key, timeout_s=120.0)
