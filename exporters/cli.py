@@ -1,4 +1,4 @@
-"""`lawm export` and `lawm bench export`, registered on the main CLI by `service.cli`."""
+"""`lawm export` and `lawm bench export|rollout|precision`, registered on the main CLI by `service.cli`."""
 
 from __future__ import annotations
 
@@ -119,11 +119,43 @@ def bench_rollout(
     write_json(json_path, result)
 
 
+def bench_precision(
+    repo: Annotated[Path | None, typer.Option(help="an exported repository (default: export --checkpoint to a temporary one)")] = None,
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint (with a controller) to export when no --repo is given")] = Path("models/demo"),
+    name: Annotated[str, typer.Option(help="model name in the repository")] = "demo",
+    version: Annotated[int | None, typer.Option(help="version (default: the latest)")] = None,
+    env: Annotated[str, typer.Option(help="world of the check problems: navigation (RECON preset) or manipulation (DROID)")] = "navigation",
+    plans: Annotated[int, typer.Option(help="check problems (episodes), each planned at every precision tried")] = 3,
+    repeats: Annotated[int, typer.Option(help="timed plans per problem and precision (the median is reported)")] = 1,
+    samples: Annotated[int | None, typer.Option(help="override the preset's candidates per iteration")] = None,
+    horizon: Annotated[int | None, typer.Option(help="override the preset's horizon")] = None,
+    iterations: Annotated[int | None, typer.Option(help="override the preset's iterations")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch intra-op threads (default: all cores)")] = None,
+    record: Annotated[bool, typer.Option("--record", help="write the choice beside the version's manifest (needs --repo); "
+                                         "served under LAWM_PRECISION=auto")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+) -> None:
+    """The planner's components in bf16 vs fp32 on torch: plan time side by side, plan parity, the per-component choice."""
+    from exporters.bench_precision import bench_precision as run
+
+    planner = {k: v for k, v in {"samples": samples, "horizon": horizon, "iterations": iterations}.items() if v is not None}
+    result = run(repo=repo, checkpoint=checkpoint, name=name, version=version, env=env, plans=plans, repeats=repeats,
+                 threads=threads, record=record, planner=planner, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
+    print_table(result["title"], result["rows"])
+    for table in result.get("tables", []):
+        print_table(table["title"], table["rows"])
+    console.print(result["verdict"])
+    if result.get("recorded"):
+        console.print(f"recorded the choice in {result['recorded']}")
+    write_json(json_path, result)
+
+
 def register(root: typer.Typer, bench: typer.Typer) -> None:
     """Add the exporter commands to the `lawm` CLI (called once by `service.cli`)."""
     root.command("export")(exporter_errors(export))
     bench.command("export")(exporter_errors(bench_export))
     bench.command("rollout")(exporter_errors(bench_rollout))
+    bench.command("precision")(exporter_errors(bench_precision))
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """What the service holds: a loaded model version whose components share one interface.
 
     model = load_model(Path("repo"), "demo")               # onnxruntime on the CPU, sha256 verified
+    model = load_model(Path("repo"), "demo", runtime="torch", precision="bf16")   # the planner's components in bf16
     model.components["idm"].run({"states": states})        # {"latents": [B, T-1, Z]}
     model = load_checkpoint_model(Path("models/demo"))      # torch, straight from a checkpoint
     step = planner_step(model)                              # for training.planning.plan
@@ -62,6 +63,8 @@ class LoadedModel:
     config: ModelConfig
     controller_action_dim: int | None
     profiles: dict[str, Profile] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)  # component -> fp32 | bf16 (| the export's, off torch)
+    precision_source: str = "default"  # see exporters.precision_choice: default | setting | recorded ... | export
 
 
 def _profiles(manifest: dict[str, Any]) -> dict[str, Profile]:
@@ -100,12 +103,19 @@ def load_model(
     runtime: str = "onnxruntime",
     device: str = "cpu",
     providers: list[str] | None = None,
+    precision: dict[str, str] | str | None = None,
 ) -> LoadedModel:
     """Open a repository version (the latest when `version` is None) on one runtime.
 
     Every file's sha256 is verified before anything is loaded; a tampered, missing or damaged
     file raises `RepositoryError` naming it. `providers` picks onnxruntime execution providers
-    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])."""
+    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]).
+    `precision` (torch runtime only; None is fp32): "fp32" | "bf16" for the planner's components
+    (world_model_step, world_model_prefill, world_model_kv_step, controller), a dict of component ->
+    "fp32" | "bf16", or "auto" for the choice `lawm bench precision --record` made for this version
+    (fp32 where none was recorded); see `exporters.precision_choice`."""
+    from exporters.precision_choice import resolve_precisions
+
     if runtime not in RUNTIMES:
         raise RepositoryError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     folder = resolve_version(repo, name, version)
@@ -113,12 +123,13 @@ def load_model(
     verify(folder, manifest)
     config = ModelConfig.model_validate(manifest["model_config"])
     specs, profiles = _specs(manifest), _profiles(manifest)
+    precisions, source = resolve_precisions(precision, list(specs), runtime, folder, manifest.get("precision", "fp32"))
     components: dict[str, Any]
     if runtime == "torch":
         from exporters.torch_runtime import build_model, torch_components
 
         model, _ = build_model(folder / CHECKPOINT_DIR)
-        components = torch_components(model, specs, profiles, device)
+        components = torch_components(model, specs, profiles, device, precisions)
     elif runtime == "onnxruntime":
         from exporters.ort_runtime import OrtComponent, check_providers, default_providers
 
@@ -135,6 +146,7 @@ def load_model(
     return LoadedModel(
         name=name, version=int(folder.name), runtime=runtime, manifest=manifest, components=components,
         config=config, controller_action_dim=manifest.get("controller_action_dim"), profiles=profiles,
+        precision=precisions, precision_source=source,
     )
 
 
@@ -148,14 +160,17 @@ def _artifact(manifest: dict[str, Any], component: str, kind: str) -> str:
     return files[kind]
 
 
-def load_checkpoint_model(checkpoint: Path, device: str = "cpu") -> LoadedModel:
-    """The torch runtime straight from a checkpoint directory (sha256 verified), no export needed."""
+def load_checkpoint_model(checkpoint: Path, device: str = "cpu", precision: dict[str, str] | str | None = None) -> LoadedModel:
+    """The torch runtime straight from a checkpoint directory (sha256 verified), no export needed.
+    `precision` as for `load_model` ("auto": fp32, since a checkpoint holds no recorded choice)."""
     from exporters.components import controller_action_dim
+    from exporters.precision_choice import resolve_precisions
     from exporters.torch_runtime import build_model, torch_components
 
     model, ckpt = build_model(checkpoint)
     action_dim = controller_action_dim(model)
     specs = component_specs(model.cfg, action_dim)
+    precisions, source = resolve_precisions(precision, list(specs), "torch")
     profiles = default_profiles(model.cfg)
     manifest = {
         "name": Path(checkpoint).name,
@@ -168,8 +183,9 @@ def load_checkpoint_model(checkpoint: Path, device: str = "cpu") -> LoadedModel:
     }
     return LoadedModel(
         name=Path(checkpoint).name, version=0, runtime="torch", manifest=manifest,
-        components=torch_components(model, specs, profiles, device), config=model.cfg,
+        components=torch_components(model, specs, profiles, device, precisions), config=model.cfg,
         controller_action_dim=action_dim, profiles={k: profiles[k] for k in specs},
+        precision=precisions, precision_source=source,
     )
 
 

@@ -17,6 +17,7 @@ from exporters.errors import ExportError
 from training.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from training.config import ModelConfig
 from training.models.lam import LatentActionModel
+from training.precision import PRECISIONS, autocast
 
 
 def build_model(checkpoint: Path | str, expected: ModelConfig | None = None) -> tuple[LatentActionModel, LoadedCheckpoint]:
@@ -55,14 +56,21 @@ def build_model(checkpoint: Path | str, expected: ModelConfig | None = None) -> 
 class TorchComponent:
     """One component graph run eagerly; numpy float32 in and out.
 
-    Thread-safe: the module is read-only under `inference_mode`; on CUDA a lock serialises calls
-    so concurrent batches do not interleave on the default stream."""
+    `precision="bf16"` runs the module under `training.precision.autocast` (matmuls in bf16, norms
+    and softmax in fp32) on the same fp32 weights; outputs are fp32 either way, so callers never see
+    the difference in dtype, only in the last bits.
+
+    Thread-safe: the module is read-only under `inference_mode` and autocast state is per thread;
+    on CUDA a lock serialises calls so concurrent batches do not interleave on the default stream."""
 
     def __init__(
         self, name: str, module: torch.nn.Module, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-        profile: Profile, device: str = "cpu",
+        profile: Profile, device: str = "cpu", precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ExportError(f"{name}: precision must be one of {PRECISIONS}, got {precision!r}")
         self.name, self.inputs, self.outputs, self.profile = name, inputs, outputs, profile
+        self.precision = precision
         self.max_batch = profile.max_batch
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
@@ -80,27 +88,35 @@ class TorchComponent:
             # positional, in the spec's order: graphs wrapped for reduced precision take `*inputs`
             tensors = [torch.from_numpy(np.ascontiguousarray(inputs[s.name])).to(self.device) for s in self.inputs]
             if self._lock is None:
-                out = self.module(*tensors)
+                out = self._call(tensors)
             else:
                 with self._lock:
-                    out = self.module(*tensors)
+                    out = self._call(tensors)
                     torch.cuda.synchronize(self.device)
             outs = out if isinstance(out, tuple) else (out,)  # the key/value components return several
             return {spec.name: o.float().cpu().numpy() for spec, o in zip(self.outputs, outs, strict=True)}
 
     def run_torch(self, **tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Torch in, torch out (the parity reference and the bench use it without a numpy round trip);
-        a tuple in the outputs' order for components with several outputs."""
+        a tuple in the outputs' order for components with several outputs. Float32 out at any precision."""
         with torch.inference_mode():
-            return self.module(*(tensors[s.name].to(self.device) for s in self.inputs))
+            out = self._call([tensors[s.name].to(self.device) for s in self.inputs])
+            return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+    def _call(self, tensors: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        with autocast(self.precision, self.device):
+            return self.module(*tensors)
 
 
 def torch_components(
-    model: LatentActionModel, specs: dict[str, Any], profiles: dict[str, Profile], device: str = "cpu"
+    model: LatentActionModel, specs: dict[str, Any], profiles: dict[str, Profile], device: str = "cpu",
+    precisions: dict[str, str] | None = None,
 ) -> dict[str, TorchComponent]:
+    """One `TorchComponent` per spec; `precisions` maps component names to "fp32" (the default) or "bf16"."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ExportError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees no CUDA device; use device='cpu'")
+    precisions = precisions or {}
     return {
-        name: TorchComponent(name, build_graph(model, name), ins, outs, profiles[name], device)
+        name: TorchComponent(name, build_graph(model, name), ins, outs, profiles[name], device, precisions.get(name, "fp32"))
         for name, (ins, outs) in specs.items()
     }

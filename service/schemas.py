@@ -267,6 +267,15 @@ class ComponentInfo(BaseModel):
     warm_batch_sizes: list[int]
 
 
+class PrecisionInfo(BaseModel):
+    components: dict[str, str] = Field(description="precision each component runs at: fp32 | bf16 (torch), or the export's")
+    source: str = Field(
+        description="where it came from: setting (LAWM_PRECISION), recorded plan-parity check (LAWM_PRECISION=auto and "
+        "`lawm bench precision --record`), default (fp32), or export (onnxruntime / TensorRT graphs as exported)"
+    )
+    cpu_bf16: str = Field(description="this CPU's native bf16: amx | avx512_bf16 | none")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: int
@@ -281,6 +290,7 @@ class ModelInfo(BaseModel):
     action_dim: int | None = Field(description="real action size of the controller; null without a controller")
     planner_presets: dict[str, dict[str, Any]]
     components: dict[str, ComponentInfo]
+    precision: PrecisionInfo
     limits: dict[str, int | float]
 
 

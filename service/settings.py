@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     version: int | None = Field(1, ge=1)  # None (or "latest"): the highest version in the repository
     runtime: Runtime = "onnxruntime"
     device: str = "cpu"  # cpu | cuda | cuda:N
+    # The planner's components on the torch runtime: fp32; bf16 (autocast); or auto, the choice
+    # `lawm bench precision --record` made for the served version by plan parity (fp32 where none).
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     # Serve a checkpoint directly on torch instead of a repository version (no export needed).
     checkpoint: Path | None = None
     fps: float | None = Field(None, gt=0)  # override the frame rate read from the model's manifest

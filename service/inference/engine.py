@@ -112,10 +112,13 @@ def load_served_model(settings: Settings) -> tuple[LoadedModel, float]:
     from exporters.repository import resolve_version
     from exporters.runtime import load_checkpoint_model, load_model
 
+    # Unset, LAWM_PRECISION loads fp32 and says "default"; set (even to fp32), the model says "setting".
+    precision = settings.precision if "precision" in settings.model_fields_set else None
     if settings.checkpoint is not None:
-        model = load_checkpoint_model(settings.checkpoint, device=settings.device)
+        model = load_checkpoint_model(settings.checkpoint, device=settings.device, precision=precision)
         return model, settings.fps or model_fps(model, None)
-    model = load_model(settings.repo, settings.model, settings.version, settings.runtime, device=settings.device)
+    model = load_model(settings.repo, settings.model, settings.version, settings.runtime, device=settings.device,
+                       precision=precision)
     folder = resolve_version(settings.repo, settings.model, model.version)
     return model, settings.fps or model_fps(model, folder)
 
@@ -167,8 +170,9 @@ class Engine:
             self.batchers[name] = batcher
         if self.metrics is not None:
             self.metrics.set_model(self.model.name, self.model.version, self.model.runtime)
-        log.info("loaded %s v%s on %s in %.2f s", self.model.name, self.model.version, self.model.runtime,
-                 self.load_seconds["load"])
+        lowered = sorted(c for c, p in self.model.precision.items() if p == "bf16")
+        log.info("loaded %s v%s on %s in %.2f s; bf16 components: %s (%s)", self.model.name, self.model.version,
+                 self.model.runtime, self.load_seconds["load"], ", ".join(lowered) or "none", self.model.precision_source)
 
     async def warm(self) -> None:
         """Run every component at each batch size its batcher can form (and each context length)."""

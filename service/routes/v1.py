@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import time
 from typing import Annotated, Any
 
@@ -35,6 +36,7 @@ from service.schemas import (
     ModelsResponse,
     PlanRequest,
     PlanResponse,
+    PrecisionInfo,
     RolloutRequest,
     RolloutResponse,
     SourceOut,
@@ -43,6 +45,7 @@ from service.schemas import (
 from service.settings import Settings
 from training.data.video import encode_mp4, encode_png_strip
 from training.planning import PRESETS
+from training.precision import cpu_bf16_support
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -370,9 +373,15 @@ def _preset_json(name: str) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(PRESETS[name]).items()}
 
 
+@functools.cache
+def _cpu_bf16() -> str:
+    return cpu_bf16_support().kind  # the CPU does not change under a running process: read /proc/cpuinfo once
+
+
 @router.get("/models", response_model=ModelsResponse)
 async def models(engine: EngineDep, settings: SettingsDep) -> ModelsResponse:
-    """The model being served: version, runtime, geometry, components and their warm batch sizes."""
+    """The model being served: version, runtime, geometry, components and their warm batch sizes, the
+    precision each component runs at and why."""
     assert engine.model is not None
     geo = engine.geo
     info = ModelInfo(
@@ -389,6 +398,9 @@ async def models(engine: EngineDep, settings: SettingsDep) -> ModelsResponse:
         action_dim=geo.action_dim,
         planner_presets={name: _preset_json(name) for name in PRESETS},
         components=engine.describe()["components"],
+        precision=PrecisionInfo(
+            components=engine.model.precision, source=engine.model.precision_source, cpu_bf16=_cpu_bf16()
+        ),
         limits={
             "max_upload_bytes": settings.max_upload_bytes,
             "max_json_bytes": settings.max_json_bytes,

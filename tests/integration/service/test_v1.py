@@ -25,6 +25,7 @@ from training.data.samples import sample_clips
 from training.data.video import decode_all
 from training.models.world_model import autoregressive_rollout
 from training.planning import get_cost, plan, preset
+from training.precision import cpu_bf16_support
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +80,9 @@ async def test_models_health_and_docs(app_client: httpx.AsyncClient) -> None:
     }
     assert info["components"]["encoder"]["warm_batch_sizes"] == [1, 2, 4, 8, 16, 32]
     assert info["components"]["world_model_step"]["max_batch_size"] == 256
+    # onnxruntime runs the graphs as exported (fp32 here); the CPU's bf16 is detected, not assumed
+    assert info["precision"] == {"components": dict.fromkeys(info["components"], "fp32"), "source": "export",
+                                 "cpu_bf16": cpu_bf16_support().kind}
     schema = (await app_client.get("/openapi.json")).json()
     body = schema["paths"]["/v1/latent-actions"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "video/mp4"} <= set(body)
