@@ -222,13 +222,17 @@ def _resize_crop(
     if scaler is None:
         resized = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation=filter_)
     else:
-        resized = scaler.reformat(frame, width=new_w, height=new_h, format="rgb24", interpolation=filter_, threads=1)
+        resized = scaler.reformat(
+            frame, width=new_w, height=new_h, format="rgb24", interpolation=filter_, threads=1
+        )
     rgb = resized.to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return rgb[top : top + size, left : left + size]
 
 
-def _resizer(size: int, name: str, upscale: bool, every_frame: bool) -> Callable[[av.VideoFrame | None], np.ndarray]:
+def _resizer(
+    size: int, name: str, upscale: bool, every_frame: bool
+) -> Callable[[av.VideoFrame | None], np.ndarray]:
     """The frame converter of one decode: the reference's per-frame ``reformat``, or one shared scaler."""
     scaler = None if every_frame else VideoReformatter()
 
@@ -421,7 +425,9 @@ class _Window:
     error: av.FFmpegError | None  # the demuxer failed after `coded` (decoding stops there too)
 
 
-def _demux_ahead(container: av.container.InputContainer, stream: av.VideoStream, horizon_s: float | None) -> _Window:
+def _demux_ahead(
+    container: av.container.InputContainer, stream: av.VideoStream, horizon_s: float | None
+) -> _Window:
     """Demux to the end of the stream, or to the first keyframe shown after ``horizon_s`` (seconds from
     the stream start; the frames shown before it are then all in the window), or at the latest to
     ``_HORIZON_SLACK_S`` after it (a stream without keyframes is not read whole ahead of decoding)."""
@@ -437,7 +443,7 @@ def _demux_ahead(container: av.container.InputContainer, stream: av.VideoStream,
                 return _Window(coded=coded, flush=None, rest=demuxed, error=None)
     except av.FFmpegError as err:
         return _Window(coded=coded, flush=None, rest=iter(()), error=err)
-    flush = coded.pop() if coded else None  # PyAV ends every demux with an empty packet that drains the decoder
+    flush = coded.pop() if coded else None  # PyAV ends a demux with an empty packet that drains the decoder
     return _Window(coded=coded, flush=flush, rest=iter(()), error=None)
 
 
@@ -460,7 +466,8 @@ def _reorder_depth(pts: list[int]) -> int:
 def _taken(times: list[float], targets: _Targets, frame_dur: float, ended: bool) -> set[int]:
     """Indices into ``times`` (frame times in presentation order) of the frames :func:`_sample` takes."""
     state = _Decoded(frames=[], end_s=times[-1] + frame_dur if ended and times else None, error=None)
-    _sample(iter(zip(times, range(len(times)), strict=True)), targets.first, targets.step, targets.count, int, state)
+    indexed = iter(zip(times, range(len(times)), strict=True))
+    _sample(indexed, targets.first, targets.step, targets.count, int, state)
     return set(state.frames)
 
 
@@ -479,11 +486,15 @@ def _plan(window: _Window, h264: _H264, stream: av.VideoStream, src_fps: float, 
     pts = [p.pts for p in coded]
     if None in pts or len(set(pts)) < len(pts) or any(p.is_discard or p.size == 0 for p in coded):
         return none  # each packet must be exactly one shown frame at its own time
-    if _reorder_depth(pts) > stream.codec_context.reorder_depth:
+    depth = _reorder_depth(pts)
+    if depth == 0 and stream.codec_context.reorder_depth > 0:
+        return none  # a reordering decoder but timestamps in decode order (AVI): they do not say when
+    if depth > stream.codec_context.reorder_depth:
         return none  # the decoder would guess its reordering as it goes and may drop frames
     order = sorted(pts)
     offset = _start_offset(stream)
-    taken = _taken([_pts_time(p, time_base) - offset for p in order], targets, 1.0 / src_fps, window.flush is not None)
+    times = [_pts_time(p, time_base) - offset for p in order]
+    taken = _taken(times, targets, 1.0 / src_fps, ended=window.flush is not None)
     taken_pts = {order[i] for i in taken}
     skip = frozenset(p.pts for p in coded if p.pts not in taken_pts and h264.disposable(p))
     return _Plan(skip=skip, shown=[(p, p in skip) for p in order])
@@ -499,7 +510,9 @@ def _replay(stream: av.VideoStream, window: _Window) -> Iterator[av.VideoFrame]:
         yield from stream.decode(packet)
 
 
-def _decode_skipping(stream: av.VideoStream, window: _Window, skip: frozenset[int]) -> Iterator[av.VideoFrame]:
+def _decode_skipping(
+    stream: av.VideoStream, window: _Window, skip: frozenset[int]
+) -> Iterator[av.VideoFrame]:
     for packet in window.coded:
         if packet.pts not in skip:
             yield from stream.decode(packet)
@@ -527,7 +540,7 @@ def _planned(
                 raise _PlanBroken("a decoded frame's timestamp is not its packet's")
             expected = pending.popleft()[0] if pending else None
             if frame.pts != expected and (expected is not None or frame.pts <= last_planned):
-                raise _PlanBroken(f"the decoder gave the frame at pts {frame.pts}, the plan expected {expected}")
+                raise _PlanBroken(f"the decoder gave the frame at pts {frame.pts}, not {expected}")
             yield timed(frame.time - offset, frame)
     except av.FFmpegError as err:  # frames held back when it failed differ from the reference's
         raise _PlanBroken(f"decoding failed with frames skipped: {err}") from err
@@ -538,7 +551,11 @@ def _planned(
 
 
 def _needed_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, fps: float, state: _Decoded, targets: _Targets
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    fps: float,
+    state: _Decoded,
+    targets: _Targets,
 ) -> Iterator[tuple[float, av.VideoFrame | None]]:
     """Like :func:`_timed_frames`, leaving undecoded the H.264 non-reference frames the sampler will not
     take (their times come as ``(t, None)``); may raise :class:`_PlanBroken` as the frames are read."""
@@ -561,7 +578,7 @@ def _frames(
     targets: _Targets,
     every_frame: bool,
 ) -> Iterator[tuple[float, av.VideoFrame | None]]:
-    """Timed frames from the container's position: every one (the reference), or those the sampler may take."""
+    """Timed frames from the container's position: every one (the reference), or those it may take."""
     if every_frame:
         return _timed_frames(container, stream, fps, state)
     return _needed_frames(container, stream, fps, state, targets)
@@ -603,7 +620,8 @@ def _decode_clip(
             check_size(name, stream.width, stream.height, size)
         src_fps = _stream_fps(stream)
         targets = _Targets(first=start_s, step=1.0 / fps, count=frames)
-        state = _read_clip(container, stream, targets, _resizer(size, name, False, every_frame), src_fps, every_frame)
+        convert = _resizer(size, name, False, every_frame)
+        state = _read_clip(container, stream, targets, convert, src_fps, every_frame)
     if len(state.frames) < frames:
         raise _stopped_early(
             name, state, f"before the clip's last frame at {start_s + (frames - 1) / fps:.2f}s"
