@@ -19,6 +19,12 @@ nearest (a source slower than ``fps`` therefore repeats frames). A video "contai
 Frames are resized so the SHORT side equals ``size`` (area filter: we only ever shrink), then
 centre-cropped to ``size x size``. A source smaller than the crop raises :class:`VideoTooSmall`
 instead of being silently upscaled.
+
+Only what the sampler takes is decoded and converted: H.264 frames that are neither taken nor
+referenced by other frames are never sent to the decoder (see "decoding only what is taken"), with
+the very same frames as a result. The straightforward path (every frame decoded, a scaler per frame
+converted) stays as the reference: ``every_frame=True`` on `_decode_clip`, `_decode_all` and
+`_decode_video_bytes`, for the tests and ``lawm bench decode``, and the fallback where a plan breaks.
 """
 
 from __future__ import annotations
