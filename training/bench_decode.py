@@ -20,6 +20,7 @@ import numpy as np
 
 from training.cli_kit import machine
 from training.data import video
+from training.data.samples import sample_clips
 from training.data.video import DecodedVideo, DecodeLimits, MediaRejected, UnreadableVideo
 
 # The service's default limits (service/settings.py): they only refuse, never change what is decoded.
@@ -51,9 +52,12 @@ def _timed(decode: Callable[[], DecodedVideo]) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def bench_decode(path: Path, fps: float = 4.0, size: int = 128, repeats: int = 5) -> dict[str, Any]:
+def bench_decode(path: Path | None = None, fps: float = 4.0, size: int = 128, repeats: int = 5) -> dict[str, Any]:
+    """``path``: the video to decode; None is the bikes sample (10 s of 640x272 H.264 at 25 fps)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    video_option = "" if path is None else f" --video {path}"
+    path = path or sample_clips()["bikes"]
     data, name = path.read_bytes(), path.name
     decoders = _decoders(data, name, fps, size)
     try:
@@ -94,7 +98,7 @@ def bench_decode(path: Path, fps: float = 4.0, size: int = 128, repeats: int = 5
         "machine": machine(),
         "cpu": cpu_model(),
         "load_average": f"{_load(load_before)} before, {_load(load_after)} after (1/5/15 min)",
-        "command": f"lawm bench decode --video {path} --fps {fps:g} --size {size} --repeats {repeats}",
+        "command": f"lawm bench decode{video_option} --fps {fps:g} --size {size} --repeats {repeats}",
         "statistic": "median (and min) over repeats of time.process_time() per decode, all threads",
         "verdict": (
             f"frames needed / reference CPU = {ratio:.2f} (median of paired ratios {statistics.median(ratios):.2f}); "

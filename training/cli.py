@@ -462,9 +462,8 @@ def bench_decode_command(
 ) -> None:
     """CPU per uploaded video in decode_video_bytes: every frame decoded (reference) vs only the frames needed."""
     from training.bench_decode import bench_decode
-    from training.data.samples import sample_clips
 
-    result = bench_decode(video or sample_clips()["bikes"], fps=fps, size=size, repeats=repeats)
+    result = bench_decode(video, fps=fps, size=size, repeats=repeats)
     print_table(result["title"], result["rows"])
     console.print(f"{result['verdict']}; {result['cpu']}, load {result['load_average']}")
     write_json(json_path, result)
