@@ -449,6 +449,26 @@ def bench_plan_command(
     write_json(json_path, result)
 
 
+@bench_app.command("decode")
+@friendly_errors
+def bench_decode_command(
+    video: Annotated[
+        Path | None, typer.Option(help="a video file (default: the bikes sample, 10 s of 640x272 H.264)")
+    ] = None,
+    fps: Annotated[float, typer.Option(help="sampling rate (the model's fps)")] = 4.0,
+    size: Annotated[int, typer.Option(help="square crop size (the model's image size)")] = 128,
+    repeats: int = 5,
+    json_path: JsonOpt = None,
+) -> None:
+    """CPU per uploaded video in decode_video_bytes: every frame decoded (reference) vs only the frames needed."""
+    from training.bench_decode import bench_decode
+
+    result = bench_decode(video, fps=fps, size=size, repeats=repeats)
+    print_table(result["title"], result["rows"])
+    console.print(f"{result['verdict']}; {result['cpu']}, load {result['load_average']}")
+    write_json(json_path, result)
+
+
 # ----------------------------------------------------------------------------- demo model
 @app.command("build-demo")
 @friendly_errors

@@ -19,6 +19,12 @@ nearest (a source slower than ``fps`` therefore repeats frames). A video "contai
 Frames are resized so the SHORT side equals ``size`` (area filter: we only ever shrink), then
 centre-cropped to ``size x size``. A source smaller than the crop raises :class:`VideoTooSmall`
 instead of being silently upscaled.
+
+Only what the sampler takes is decoded and converted: H.264 frames that are neither taken nor
+referenced by other frames are never sent to the decoder (see "decoding only what is taken"), with
+the very same frames as a result. The straightforward path (every frame decoded, a scaler per frame
+converted) stays as the reference: ``every_frame=True`` on `_decode_clip`, `_decode_all` and
+`_decode_video_bytes`, for the tests and ``lawm bench decode``, and the fallback where a plan breaks.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ import io
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 # A file on disk, or an in-memory file (e.g. a tar member read into io.BytesIO).
 VideoInput = str | os.PathLike[str] | BinaryIO
@@ -200,10 +208,16 @@ def check_size(name: str, width: int, height: int, size: int) -> None:
         raise VideoTooSmall(name, width, height, size)
 
 
-def _resize_crop(frame: av.VideoFrame, size: int, name: str, upscale: bool = False) -> np.ndarray:
+def _resize_crop(
+    frame: av.VideoFrame, size: int, name: str, upscale: bool = False, scaler: VideoReformatter | None = None
+) -> np.ndarray:
     """Shrink so the short side is ``size`` (area filter), then centre-crop; returns HWC uint8 RGB.
     A frame smaller than the crop is refused unless ``upscale`` (then enlarged, bilinear): training
-    data never is, but a served camera below the model's size is still worth answering."""
+    data never is, but a served camera below the model's size is still worth answering.
+
+    ``scaler``: one swscale context reused frame after frame, single-threaded (the same pixels as a
+    fresh, auto-threaded one per frame, which costs a context and a thread pool for every frame);
+    None is the reference path, ``frame.reformat``."""
     w, h = frame.width, frame.height
     small = min(w, h) < size
     if not upscale:
@@ -211,9 +225,29 @@ def _resize_crop(frame: av.VideoFrame, size: int, name: str, upscale: bool = Fal
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     filter_ = "BILINEAR" if small else "AREA"
-    rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation=filter_).to_ndarray()
+    if scaler is None:
+        resized = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation=filter_)
+    else:
+        resized = scaler.reformat(
+            frame, width=new_w, height=new_h, format="rgb24", interpolation=filter_, threads=1
+        )
+    rgb = resized.to_ndarray()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return rgb[top : top + size, left : left + size]
+
+
+def _resizer(
+    size: int, name: str, upscale: bool, every_frame: bool
+) -> Callable[[av.VideoFrame | None], np.ndarray]:
+    """The frame converter of one decode: the reference's per-frame ``reformat``, or one shared scaler."""
+    scaler = None if every_frame else VideoReformatter()
+
+    def convert(frame: av.VideoFrame | None) -> np.ndarray:
+        if frame is None:  # the sampler takes a frame the plan left undecoded
+            raise _PlanBroken("a skipped frame was taken")
+        return _resize_crop(frame, size, name, upscale, scaler)
+
+    return convert
 
 
 @dataclass
@@ -228,11 +262,18 @@ class _Decoded:
 def _timed_frames(
     container: av.container.InputContainer, stream: av.VideoStream, fps: float, state: _Decoded
 ) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Every frame from the container's position, with its time from the stream start (the reference)."""
+    return _timed(container.decode(stream), stream, fps, state)
+
+
+def _timed(
+    frames: Iterable[av.VideoFrame], stream: av.VideoStream, fps: float, state: _Decoded
+) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decoded frames with their time from the stream start; a decoding error ends the stream."""
     offset, frame_dur = _start_offset(stream), 1.0 / fps
     last: float | None = None
     try:
-        for frame in container.decode(stream):
+        for frame in frames:
             # A frame without a timestamp (some AVI/raw streams) follows the previous one.
             t = (
                 frame.time - offset
@@ -286,6 +327,281 @@ def _sample(
         take(prev[1])
 
 
+# ----------------------------------------------------------------------------- decoding only what is taken
+# The sampler takes few of the frames a video holds (40 of 250 for 10 s at 25 fps sampled at 4 fps),
+# and only those are converted to RGB. Frames it passes over must still be decoded when later frames
+# are predicted from them, but an H.264 frame that nothing is predicted from (nal_ref_idc 0: most
+# B-frames) need not be sent to the decoder at all: every other frame decodes to the same pixels.
+# Which frames the sampler takes is worked out ahead from the packets' timestamps (demuxing is cheap),
+# and a frame left undecoded still reaches the sampler as (t, None), so it chooses exactly as over
+# every frame. Whatever the packets cannot vouch for is not skipped; if the decoder then gives other
+# frames than planned, or the sampler takes a skipped one, `_PlanBroken` has the caller decode every
+# frame instead (the reference, `every_frame=True`).
+
+
+class _PlanBroken(Exception):
+    """What was decoded differs from what the packets promised: decode every frame instead."""
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """The times a sampler takes frames at: ``first + i * step`` for ``i < count`` (all, when None)."""
+
+    first: float
+    step: float
+    count: int | None
+
+
+# NAL unit types a skipped H.264 packet may hold: non-IDR slices, access unit delimiters, filler.
+# (Parameter sets and SEI are never skipped: later frames may depend on them.)
+_SKIPPABLE_NALS = frozenset({1, 9, 12})
+_SLICE, _IDR = 1, 5
+_MAX_REORDER = 16  # the most frames an H.264 decoder holds back (its largest picture buffer)
+# How far past the last target a window reads when no keyframe comes: a frame shown earlier but
+# demuxed later would break the plan (and be decoded the reference way), never be missed.
+_HORIZON_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class _H264:
+    """Reads the NAL unit headers of an H.264 stream's packets."""
+
+    length_size: int | None  # bytes of each NAL unit's length prefix (MP4/MKV); None: start codes (Annex B)
+
+    @classmethod
+    def of(cls, stream: av.VideoStream) -> _H264 | None:
+        if stream.codec_context.name != "h264":
+            return None
+        extra = bytes(stream.codec_context.extradata or b"")
+        avcc = len(extra) > 4 and extra[0] == 1  # an avcC record, else Annex B
+        return cls(length_size=(extra[4] & 3) + 1 if avcc else None)
+
+    def headers(self, packet: av.Packet) -> list[int] | None:
+        """The first byte of each NAL unit in ``packet``; None when it does not parse."""
+        if self.length_size is None:
+            return _annexb_headers(bytes(packet))
+        return _length_prefixed_headers(memoryview(packet), self.length_size)  # no copy: headers only
+
+    def disposable(self, packet: av.Packet) -> bool:
+        """Nothing is predicted from this frame and the packet holds nothing else (no parameter sets)."""
+        headers = self.headers(packet)
+        return (
+            bool(headers)
+            and all(h & 0xE0 == 0 and h & 0x1F in _SKIPPABLE_NALS for h in headers)  # nal_ref_idc 0
+            and any(h & 0x1F == _SLICE for h in headers)
+        )
+
+    def is_idr(self, packet: av.Packet) -> bool:
+        """An instantaneous refresh: nothing before it is referenced, nothing after it is shown before it."""
+        return any(h & 0x1F == _IDR for h in self.headers(packet) or [])
+
+
+def _length_prefixed_headers(data: memoryview, length_size: int) -> list[int] | None:
+    headers, i = [], 0
+    while i < len(data):
+        size = int.from_bytes(data[i : i + length_size], "big")
+        i += length_size
+        if size == 0 or i + size > len(data):
+            return None
+        headers.append(data[i])
+        i += size
+    return headers
+
+
+def _annexb_headers(data: bytes) -> list[int]:
+    headers, i = [], data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        headers.append(data[i + 3])
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return headers
+
+
+def _pts_time(pts: int, time_base: fractions.Fraction) -> float:
+    """A timestamp in seconds, computed exactly as PyAV's ``Frame.time`` does (so ties break alike)."""
+    return float(pts) * time_base.numerator / time_base.denominator
+
+
+@dataclass
+class _Window:
+    """Packets demuxed ahead of decoding, in decode order."""
+
+    coded: list[av.Packet]
+    flush: av.Packet | None  # the demuxer's end-of-stream packet, when the window reaches the end
+    rest: Iterator[av.Packet]  # the packets after the window (when it stops short of the end)
+    error: av.FFmpegError | None  # the demuxer failed after `coded` (decoding stops there too)
+
+
+def _demux_ahead(
+    container: av.container.InputContainer, stream: av.VideoStream, horizon_s: float | None
+) -> _Window:
+    """Demux to the end of the stream, or to the first keyframe shown after ``horizon_s`` (seconds from
+    the stream start; the frames shown before it are then all in the window), or at the latest to
+    ``_HORIZON_SLACK_S`` after it (a stream without keyframes is not read whole ahead of decoding)."""
+    demuxed = container.demux(stream)
+    offset, coded = _start_offset(stream), []
+    try:
+        for packet in demuxed:
+            coded.append(packet)
+            if horizon_s is None or packet.pts is None:
+                continue
+            t = _pts_time(packet.pts, stream.time_base) - offset
+            if t > horizon_s and (packet.is_keyframe or t > horizon_s + _HORIZON_SLACK_S):
+                return _Window(coded=coded, flush=None, rest=demuxed, error=None)
+    except av.FFmpegError as err:
+        return _Window(coded=coded, flush=None, rest=iter(()), error=err)
+    flush = coded.pop() if coded else None  # PyAV ends a demux with an empty packet that drains the decoder
+    return _Window(coded=coded, flush=flush, rest=iter(()), error=None)
+
+
+def _reorder_depth(pts: list[int]) -> int:
+    """How many frames a decoder must hold back to show frames decoded in this order by time: the
+    most packets before one that are shown after it (more than ``_MAX_REORDER``: ``_MAX_REORDER + 1``)."""
+    depth, latest, older_max = 0, None, None
+    for i, p in enumerate(pts):
+        if i > _MAX_REORDER:
+            gone = pts[i - _MAX_REORDER - 1]
+            older_max = gone if older_max is None else max(older_max, gone)
+            if older_max > p:
+                return _MAX_REORDER + 1
+        if latest is not None and p < latest:  # shown before something already decoded: count what
+            depth = max(depth, sum(q > p for q in pts[max(0, i - _MAX_REORDER) : i]))
+        latest = p if latest is None else max(latest, p)
+    return depth
+
+
+def _taken(times: list[float], targets: _Targets, frame_dur: float, ended: bool) -> set[int]:
+    """Indices into ``times`` (frame times in presentation order) of the frames :func:`_sample` takes."""
+    state = _Decoded(frames=[], end_s=times[-1] + frame_dur if ended and times else None, error=None)
+    indexed = iter(zip(times, range(len(times)), strict=True))
+    _sample(indexed, targets.first, targets.step, targets.count, int, state)
+    return set(state.frames)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    skip: frozenset[int]  # pts of the window's packets left undecoded
+    shown: list[tuple[int, bool]]  # every window frame's pts in presentation order, and whether it is skipped
+
+
+def _plan(window: _Window, h264: _H264, stream: av.VideoStream, src_fps: float, targets: _Targets) -> _Plan:
+    """The window's non-reference frames the sampler will not take; none where that is not certain."""
+    none = _Plan(skip=frozenset(), shown=[])
+    coded, time_base = window.coded, stream.time_base
+    if window.error is not None or not coded or time_base is None or not h264.is_idr(coded[0]):
+        return none  # a damaged stream, or one that starts without a clean refresh point
+    pts = [p.pts for p in coded]
+    if None in pts or len(set(pts)) < len(pts) or any(p.is_discard or p.size == 0 for p in coded):
+        return none  # each packet must be exactly one shown frame at its own time
+    depth = _reorder_depth(pts)
+    if depth == 0 and stream.codec_context.reorder_depth > 0:
+        return none  # a reordering decoder but timestamps in decode order (AVI): they do not say when
+    if depth > stream.codec_context.reorder_depth:
+        return none  # the decoder would guess its reordering as it goes and may drop frames
+    order = sorted(pts)
+    offset = _start_offset(stream)
+    times = [_pts_time(p, time_base) - offset for p in order]
+    taken = _taken(times, targets, 1.0 / src_fps, ended=window.flush is not None)
+    taken_pts = {order[i] for i in taken}
+    skip = frozenset(p.pts for p in coded if p.pts not in taken_pts and h264.disposable(p))
+    return _Plan(skip=skip, shown=[(p, p in skip) for p in order])
+
+
+def _replay(stream: av.VideoStream, window: _Window) -> Iterator[av.VideoFrame]:
+    """Decode every packet, the window's then the rest, as ``container.decode`` would."""
+    for packet in window.coded:
+        yield from stream.decode(packet)
+    if window.error is not None:
+        raise window.error
+    for packet in itertools.chain([window.flush] if window.flush is not None else [], window.rest):
+        yield from stream.decode(packet)
+
+
+def _decode_skipping(
+    stream: av.VideoStream, window: _Window, skip: frozenset[int]
+) -> Iterator[av.VideoFrame]:
+    for packet in window.coded:
+        if packet.pts not in skip:
+            yield from stream.decode(packet)
+    for packet in itertools.chain([window.flush] if window.flush is not None else [], window.rest):
+        yield from stream.decode(packet)
+
+
+def _planned(
+    frames: Iterator[av.VideoFrame], plan: _Plan, stream: av.VideoStream, fps: float, state: _Decoded
+) -> Iterator[tuple[float, av.VideoFrame | None]]:
+    """Decoded frames, with the skipped ones as ``(t, None)`` in their place, checked against the plan."""
+    offset, frame_dur, time_base = _start_offset(stream), 1.0 / fps, stream.time_base
+    pending = deque(plan.shown)
+    last_planned = plan.shown[-1][0]
+
+    def timed(t: float, frame: av.VideoFrame | None) -> tuple[float, av.VideoFrame | None]:
+        state.end_s = t + frame_dur
+        return t, frame
+
+    try:
+        for frame in frames:
+            while pending and pending[0][1]:
+                yield timed(_pts_time(pending.popleft()[0], time_base) - offset, None)
+            if frame.pts is None or frame.time != _pts_time(frame.pts, time_base):
+                raise _PlanBroken("a decoded frame's timestamp is not its packet's")
+            expected = pending.popleft()[0] if pending else None
+            if frame.pts != expected and (expected is not None or frame.pts <= last_planned):
+                raise _PlanBroken(f"the decoder gave the frame at pts {frame.pts}, not {expected}")
+            yield timed(frame.time - offset, frame)
+    except av.FFmpegError as err:  # frames held back when it failed differ from the reference's
+        raise _PlanBroken(f"decoding failed with frames skipped: {err}") from err
+    for pts, skipped in pending:
+        if not skipped:
+            raise _PlanBroken(f"the frame at pts {pts} never came out of the decoder")
+        yield timed(_pts_time(pts, time_base) - offset, None)
+
+
+def _needed_frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    fps: float,
+    state: _Decoded,
+    targets: _Targets,
+) -> Iterator[tuple[float, av.VideoFrame | None]]:
+    """Like :func:`_timed_frames`, leaving undecoded the H.264 non-reference frames the sampler will not
+    take (their times come as ``(t, None)``); may raise :class:`_PlanBroken` as the frames are read."""
+    h264 = _H264.of(stream)
+    if h264 is None:
+        return _timed_frames(container, stream, fps, state)
+    last_target = targets.first + (targets.count - 1) * targets.step if targets.count is not None else None
+    window = _demux_ahead(container, stream, None if last_target is None else last_target + 1.0 / fps)
+    plan = _plan(window, h264, stream, fps, targets)
+    if not plan.skip:
+        return _timed(_replay(stream, window), stream, fps, state)
+    return _planned(_decode_skipping(stream, window, plan.skip), plan, stream, fps, state)
+
+
+def _frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    fps: float,
+    state: _Decoded,
+    targets: _Targets,
+    every_frame: bool,
+) -> Iterator[tuple[float, av.VideoFrame | None]]:
+    """Timed frames from the container's position: every one (the reference), or those it may take."""
+    if every_frame:
+        return _timed_frames(container, stream, fps, state)
+    return _needed_frames(container, stream, fps, state, targets)
+
+
+T = TypeVar("T")
+
+
+def _needed_else_every_frame(decode: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``decode(..., every_frame=False)``; where its plan breaks (odd streams), decode every frame instead."""
+    try:
+        return decode(*args, every_frame=False, **kwargs)
+    except _PlanBroken:
+        return decode(*args, every_frame=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------- files
 def decode_clip(path: VideoInput, start_s: float, frames: int, fps: float, size: int) -> np.ndarray:
     """Decode ``frames`` frames sampled at ``fps`` from ``start_s`` (seconds from the first frame).
 
@@ -293,6 +609,12 @@ def decode_clip(path: VideoInput, start_s: float, frames: int, fps: float, size:
     short side is below ``size`` and :class:`UnreadableVideo` when the video cannot be decoded or
     ends before the clip's last frame.
     """
+    return _needed_else_every_frame(_decode_clip, path, start_s, frames, fps, size)
+
+
+def _decode_clip(
+    path: VideoInput, start_s: float, frames: int, fps: float, size: int, *, every_frame: bool
+) -> np.ndarray:
     if frames < 1 or fps <= 0 or size < 1:
         raise ValueError(f"need frames >= 1, fps > 0 and size >= 1, got {frames=}, {fps=}, {size=}")
     if start_s < 0:
@@ -303,7 +625,9 @@ def decode_clip(path: VideoInput, start_s: float, frames: int, fps: float, size:
         if stream.width and stream.height:  # fail before decoding anything when the header says so
             check_size(name, stream.width, stream.height, size)
         src_fps = _stream_fps(stream)
-        state = _read_clip(container, stream, name, start_s, frames, fps, size, src_fps)
+        targets = _Targets(first=start_s, step=1.0 / fps, count=frames)
+        convert = _resizer(size, name, False, every_frame)
+        state = _read_clip(container, stream, targets, convert, src_fps, every_frame)
     if len(state.frames) < frames:
         raise _stopped_early(
             name, state, f"before the clip's last frame at {start_s + (frames - 1) / fps:.2f}s"
@@ -324,36 +648,29 @@ def _stopped_early(name: str, state: _Decoded, what: str) -> UnreadableVideo:
 def _read_clip(
     container: av.container.InputContainer,
     stream: av.VideoStream,
-    name: str,
-    start_s: float,
-    frames: int,
-    fps: float,
-    size: int,
+    targets: _Targets,
+    convert: Callable[[av.VideoFrame], np.ndarray],
     src_fps: float,
+    every_frame: bool,
 ) -> _Decoded:
-    """Seek to the keyframe before ``start_s`` and sample; fall back to decoding from the start when
-    the demuxer's seek lands after the first target (imprecise seeking in some containers)."""
-    half_frame = 0.5 / src_fps
+    """Seek to the keyframe before the first target and sample; fall back to decoding from the start
+    when the demuxer's seek lands after it (imprecise seeking in some containers)."""
+    start_s, half_frame = targets.first, 0.5 / src_fps
     for seek_s in (start_s, 0.0) if start_s > 0 else (0.0,):
         if seek_s > 0:
             offset = _start_offset(stream) + seek_s
             container.seek(math.floor(offset / stream.time_base), stream=stream, backward=True)
         state = _Decoded(frames=[], end_s=None, error=None)
-        decoded = _timed_frames(container, stream, src_fps, state)
+        decoded = _frames(container, stream, src_fps, state, targets, every_frame)
         first = next(decoded, None)
         if first is None:
             return state
         if seek_s > 0 and first[0] > start_s + half_frame:
+            if not every_frame:
+                raise _PlanBroken("the seek overshot: start over as the reference does")
             container.seek(0, stream=stream)  # overshot: start over from the first frame
             continue
-        _sample(
-            itertools.chain([first], decoded),
-            start_s,
-            1.0 / fps,
-            frames,
-            lambda f: _resize_crop(f, size, name),
-            state,
-        )
+        _sample(itertools.chain([first], decoded), start_s, targets.step, targets.count, convert, state)
         return state
     raise AssertionError("unreachable: the last attempt decodes from the start")
 
@@ -364,6 +681,10 @@ def decode_all(path: VideoInput, fps: float, size: int) -> np.ndarray:
     ``T`` covers every target time before the end of the last frame. Raises like :func:`decode_clip`;
     a decoding error part-way through is :class:`UnreadableVideo` rather than a silently short result.
     """
+    return _needed_else_every_frame(_decode_all, path, fps, size)
+
+
+def _decode_all(path: VideoInput, fps: float, size: int, *, every_frame: bool) -> np.ndarray:
     if fps <= 0 or size < 1:
         raise ValueError(f"need fps > 0 and size >= 1, got {fps=}, {size=}")
     name = source_name(path)
@@ -372,8 +693,9 @@ def decode_all(path: VideoInput, fps: float, size: int) -> np.ndarray:
         if stream.width and stream.height:
             check_size(name, stream.width, stream.height, size)
         state = _Decoded(frames=[], end_s=None, error=None)
-        decoded = _timed_frames(container, stream, _stream_fps(stream), state)
-        _sample(decoded, 0.0, 1.0 / fps, None, lambda f: _resize_crop(f, size, name), state)
+        targets = _Targets(first=0.0, step=1.0 / fps, count=None)
+        decoded = _frames(container, stream, _stream_fps(stream), state, targets, every_frame)
+        _sample(decoded, 0.0, targets.step, None, _resizer(size, name, False, every_frame), state)
     if state.error is not None:
         raise _stopped_early(name, state, "before the end its header promises")
     if not state.frames:
@@ -485,11 +807,12 @@ def _too_long(what: str, seconds: float, limits: DecodeLimits) -> MediaRejected:
 
 
 def _guarded(
-    frames: Iterator[tuple[float, av.VideoFrame]], limits: DecodeLimits, what: str
-) -> Iterator[tuple[float, av.VideoFrame]]:
+    frames: Iterator[tuple[float, av.VideoFrame | None]], limits: DecodeLimits, what: str
+) -> Iterator[tuple[float, av.VideoFrame | None]]:
     """Re-check the limits on the decoded frames themselves (a header can lie)."""
     for t, frame in frames:
-        _check_pixels(frame.width, frame.height, limits, what)
+        if frame is not None:  # a frame left undecoded has its stream's size (only an IDR frame changes it)
+            _check_pixels(frame.width, frame.height, limits, what)
         if t > limits.max_duration_s:
             raise _too_long(what, t, limits)
         yield t, frame
@@ -542,14 +865,24 @@ def decode_video_bytes(
     A video whose shorter side is below `size` is refused ("too_small"), or resized up if `upscale`.
 
     `what` names the media in messages ("the upload 'a.mp4'"). Raises :class:`MediaRejected`."""
+    return _needed_else_every_frame(
+        _decode_video_bytes, data, what=what, fps=fps, size=size, limits=limits, upscale=upscale
+    )
+
+
+def _decode_video_bytes(
+    data: bytes, *, what: str, fps: float, size: int, limits: DecodeLimits, upscale: bool, every_frame: bool
+) -> DecodedVideo:
     with _open_bytes(data, what, VIDEO_CONTAINERS, VIDEO_KINDS) as container:
         stream, source = _checked_header(container, what, fps, size, limits, upscale)
         src_fps, duration = source.fps, source.duration_s
         state = _Decoded(frames=[], end_s=None, error=None)
-        decoded = _guarded(_timed_frames(container, stream, src_fps, state), limits, what)
+        # one more frame than allowed: tells "too many" without decoding on
+        targets = _Targets(first=0.0, step=1.0 / fps, count=limits.max_frames + 1)
+        decoded = _guarded(_frames(container, stream, src_fps, state, targets, every_frame), limits, what)
         try:
-            # one more frame than allowed: tells "too many" without decoding on
-            _sample(decoded, 0.0, 1.0 / fps, limits.max_frames + 1, lambda f: _resize_crop(f, size, what, upscale), state)
+            convert = _resizer(size, what, upscale, every_frame)
+            _sample(decoded, 0.0, targets.step, targets.count, convert, state)
         except UnreadableVideo as err:  # a frame smaller than the crop part-way through
             raise MediaRejected("too_small", err.reason) from err
     if len(state.frames) > limits.max_frames:

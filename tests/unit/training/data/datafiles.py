@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import io
 import tarfile
 from collections.abc import Callable
@@ -79,3 +80,46 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def textured(i: int, width: int, height: int) -> np.ndarray:
+    """Frame i of a busy moving picture (stripes, a square, noise): every frame codes with residuals."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([(3 * x + 5 * i) % 256, (4 * y + 3 * i) % 256, (2 * (x + y) + 7 * i) % 256], axis=-1)
+    left = (2 * i) % (width - 12)
+    image[height // 4 : height // 4 + 12, left : left + 12] = 255
+    noise = np.random.default_rng(i).integers(-8, 9, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def encode_video(
+    container: str,
+    codec: str,
+    *,
+    n: int = 48,
+    fps: int = 30,
+    width: int = 96,
+    height: int = 64,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    pts_ms: list[int] | None = None,
+) -> bytes:
+    """A clip of `textured` frames in any container and codec, in memory. `pts_ms`: each frame's time
+    in milliseconds (a variable frame rate) instead of one frame every 1/fps."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as box:
+        stream = box.add_stream(codec, rate=fps)
+        if pts_ms is not None:
+            stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = options or {}
+        for i in range(n):
+            rgb = av.VideoFrame.from_ndarray(textured(i, width, height), format="rgb24")
+            frame = rgb.reformat(format=pix_fmt)
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                box.mux(packet)
+        for packet in stream.encode(None):
+            box.mux(packet)
+    return out.getvalue()
