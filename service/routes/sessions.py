@@ -41,6 +41,7 @@ from service.inference.sessions import (
 )
 from service.inputs import NPY, cancel_on_disconnect, media_type, parse_json, read_body
 from service.media import MediaLimits, b64decode_field, check_image_size, model_sized_image
+from service.openapi import errors
 from service.routes.v1 import limits_of, model_key, model_ref, require_json
 from service.schemas import Base64Image, Matrix, ModelRef, RequestBody, Vector, openapi_body
 from training.planning import PlannerConfig
@@ -203,7 +204,11 @@ async def read_frame(request: Request, limits: MediaLimits, max_json_bytes: int)
 
 
 # ----------------------------------------------------------------------------- routes
-@router.post("/sessions", response_model=SessionInfo, status_code=201, dependencies=[Depends(require_json)])
+@router.post(
+    "/sessions", response_model=SessionInfo, status_code=201, dependencies=[Depends(require_json)],
+    responses=errors(404, 409, 429, s404="`goal_id` is not cached on this server", s409="the model has no controller",
+                     s429="the server holds as many sessions as it can (Retry-After), or its queues are full"),
+)
 async def create_session(
     body: SessionRequest, request: Request, response: Response, engine: EngineDep, settings: SettingsDep,
     goals: GoalsDep, sessions: SessionsDep,
@@ -268,6 +273,7 @@ async def delete_session(session_id: str, sessions: SessionsDep) -> Response:
     openapi_extra=openapi_body(StepRequest, {"frame": "the newest frame (PNG or JPEG), the model's size",
                                              "request": "{\"step\": n}, optional"},
                                raw_types=("image/png", "image/jpeg", NPY)),
+    responses=errors(409, 429, 504, s409="a step of this session is running, or `step` is not the next one"),
 )
 async def session_step(
     session_id: str, request: Request, engine: EngineDep, settings: SettingsDep, sessions: SessionsDep,

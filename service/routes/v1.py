@@ -25,6 +25,7 @@ from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
 from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
+from service.openapi import errors
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -83,7 +84,8 @@ def as_array(rows: list[list[float]], name: str, width: int, what: str) -> np.nd
         LatentActionsJson, {"file": "the video (MP4, MOV, WebM, MKV, AVI or GIF)"},
         raw_types=("video/mp4", "video/webm", "video/quicktime", "video/x-msvideo", "image/gif"),
     ),
-    responses={200: {"content": {"application/x-npy": {}}, "description": "latents; .npy with Accept: application/x-npy"}},
+    responses={200: {"content": {"application/x-npy": {}}, "description": "latents; .npy with Accept: application/x-npy"},
+               **errors(429, 504)},
 )
 async def latent_actions(
     request: Request,
@@ -159,7 +161,8 @@ async def latent_actions(
         {"context": "the context video (MP4, MOV, WebM, MKV, AVI or GIF)",
          "request": "the RolloutRequest options as a JSON string (without `frames`)"},
     ),
-    responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"}},
+    responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"},
+               **errors(409, 429, 504, s409="real actions on a model without a controller")},
 )
 async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, decode: DecodeDep) -> Any:
     """Context (a clip or frames) + latent actions or real actions -> predicted states, optionally
@@ -252,6 +255,7 @@ async def _image(text: str, what: str, limits: MediaLimits) -> np.ndarray:
     response_model=GoalResponse,
     openapi_extra=openapi_body(GoalRequest, {"image": "the goal image (PNG or JPEG), the model's size"},
                                raw_types=("image/png", "image/jpeg")),
+    responses=errors(429),
 )
 async def goals(request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep) -> GoalResponse:
     """Encode a goal image once and cache its state; POST /v1/plan then takes the returned `goal_id`."""
@@ -292,7 +296,11 @@ def require_json(request: Request) -> None:
                        f"Content-Type {media_type(request) or '(none)'} is not accepted here; send application/json")
 
 
-@router.post("/plan", response_model=PlanResponse, dependencies=[Depends(require_json)])
+@router.post(
+    "/plan", response_model=PlanResponse, dependencies=[Depends(require_json)],
+    responses=errors(404, 409, 429, 504, s404="`goal_id` is not cached on this server",
+                     s409="the model has no controller"),
+)
 async def plan(
     body: PlanRequest, request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep, slots: PlanSlotsDep
 ) -> PlanResponse:
