@@ -103,7 +103,8 @@ async def latent_actions(
     t0 = time.perf_counter()
     deadline = deadline_of(deadline_ms, time.monotonic())
     limits = limits_of(engine, settings)
-    body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
+    body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes,
+                           options_field=False)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
     frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits,
                                          deadline=deadline)
@@ -261,7 +262,8 @@ async def goals(request: Request, engine: EngineDep, settings: SettingsDep, stor
     """Encode a goal image once and cache its state; POST /v1/plan then takes the returned `goal_id`."""
     t0 = time.perf_counter()
     limits = limits_of(engine, settings)
-    body = await read_body(request, GoalRequest, upload_fields=("image",), max_part_bytes=settings.max_json_bytes)
+    body = await read_body(request, GoalRequest, upload_fields=("image",), max_part_bytes=settings.max_json_bytes,
+                           options_field=False)
     if isinstance(body.options, GoalRequest):
         image = await _image(body.options.image, "image", limits)
     elif "image" in body.files:

@@ -107,6 +107,10 @@ def test_api_keys_add_401_and_bearer_security_except_on_exempt_paths(schema: dic
 
 
 def test_multipart_bodies_admit_only_the_fields_the_routes_read(schema: dict[str, Any]) -> None:
-    for path, fields in {"/v1/transfers": {"clip_a", "clip_b", "request"}, "/v1/rollouts": {"context", "request"}}.items():
+    for path, fields in {
+        "/v1/transfers": {"clip_a", "clip_b", "request"}, "/v1/rollouts": {"context", "request"},
+        "/v1/latent-actions": {"file"}, "/v1/goals": {"image"},  # files only: any other field is a 422
+        "/v1/sessions/{session_id}/step": {"frame", "request"},
+    }.items():
         form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         assert set(form["properties"]) == fields and form["additionalProperties"] is False
