@@ -75,7 +75,7 @@ def _validated(parameter: dict[str, Any]) -> bool:
     """Whether FastAPI can refuse the parameter (422): a required query or header one (missing), or
     one whose schema is more than a plain string."""
     schema = parameter.get("schema", {})
-    plain = schema.get("type") == "string" and set(schema) <= {"type", "title", "description"}
+    plain = schema.get("type") == "string" and set(schema) <= {"type", "title", "description", "examples"}
     missing = parameter.get("in") != "path" and parameter.get("required", False)
     return missing or not plain
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -44,6 +44,13 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "pytorch_libtorch"}
 V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+# Path parameters: any string routes (an unknown one is the protocol's 404); the examples are the
+# component names every lawm model has, so a generated client's docs and a fuzzer reach a real one.
+Component = Annotated[str, Path(description="a component of the served model (GET /v1/models lists them)",
+                                examples=["encoder", "world_model_step"])]
+Version = Annotated[str, Path(description="the served model's version", examples=["1"])]
 
 
 class KServeError(BaseModel):
@@ -167,12 +174,12 @@ def _metadata(engine: Engine | None, name: str, version: str | None) -> Any:
 
 
 @router.get("/models/{name}", summary="Model metadata (one served component)", responses=v2_errors(404, 503))
-async def model_metadata(engine: MaybeEngineDep, name: str) -> Any:
+async def model_metadata(engine: MaybeEngineDep, name: Component) -> Any:
     return _metadata(engine, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata at a version", responses=v2_errors(404, 503))
-async def model_version_metadata(engine: MaybeEngineDep, name: str, version: str) -> Any:
+async def model_version_metadata(engine: MaybeEngineDep, name: Component, version: Version) -> Any:
     return _metadata(engine, name, version)
 
 
@@ -186,13 +193,13 @@ def _model_ready(engine: Engine | None, name: str, version: str | None) -> JSONR
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses=v2_errors(404, ready=ModelReady))
-async def model_ready(engine: MaybeEngineDep, name: str) -> JSONResponse:
+async def model_ready(engine: MaybeEngineDep, name: Component) -> JSONResponse:
     return _model_ready(engine, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness at a version",
             responses=v2_errors(404, ready=ModelReady))
-async def model_version_ready(engine: MaybeEngineDep, name: str, version: str) -> JSONResponse:
+async def model_version_ready(engine: MaybeEngineDep, name: Component, version: Version) -> JSONResponse:
     return _model_ready(engine, name, version)
 
 
@@ -245,10 +252,10 @@ _INFER_ERRORS = {**v2_errors(400, 404, 413, 422, 429, 500, 503, 504), **errors(4
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)", responses=_INFER_ERRORS)
-async def infer(request: Request, engine: MaybeEngineDep, name: str) -> Response:
+async def infer(request: Request, engine: MaybeEngineDep, name: Component) -> Response:
     return await _infer(request, engine, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference at a version", responses=_INFER_ERRORS)
-async def infer_version(request: Request, engine: MaybeEngineDep, name: str, version: str) -> Response:
+async def infer_version(request: Request, engine: MaybeEngineDep, name: Component, version: Version) -> Response:
     return await _infer(request, engine, name, version)
