@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
 
 from service.auth import ApiKeyMiddleware
 from service.errors import install_error_handlers
@@ -31,8 +27,8 @@ from service.inference.stage import Stage
 from service.jobs import build_job_runner
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.middleware import RequestContextMiddleware
+from service.openapi import build_openapi
 from service.routes import console, health, jobs, kserve, sessions, v1
-from service.schemas import REQUEST_MODELS, ErrorBody
 from service.settings import Settings, get_settings
 from training import __version__
 
@@ -99,46 +95,6 @@ async def shutdown(app: FastAPI) -> None:
     log.info("drained; bye")
 
 
-_ERROR_RESPONSE = {
-    "description": "an error (see docs/api.md for the codes); 429 and 503 carry Retry-After",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-}
-
-
-def _document_errors(schema: dict[str, Any]) -> None:
-    """Every operation can answer the one error body (a 4xx or a 5xx): say so, and replace FastAPI's
-    own 422 body (HTTPValidationError), which this service never sends."""
-    for path, operations in schema.get("paths", {}).items():
-        if path.startswith("/v2"):  # the KServe protocol answers its own error shape ({"error": "..."})
-            continue
-        for operation in operations.values():
-            responses = operation.setdefault("responses", {})
-            for status in list(responses):
-                if status[0] in "45":
-                    description = responses[status].get("description") or _ERROR_RESPONSE["description"]
-                    responses[status] = {**_ERROR_RESPONSE, "description": description}
-            responses.setdefault("4XX", _ERROR_RESPONSE)
-            responses.setdefault("5XX", _ERROR_RESPONSE)
-    if "HTTPValidationError" not in json.dumps(schema["paths"]):
-        for unused in ("HTTPValidationError", "ValidationError"):
-            schema["components"]["schemas"].pop(unused, None)
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus the JSON bodies of routes that read their body themselves."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    _, defs = models_json_schema(
-        [(m, "validation") for m in (*REQUEST_MODELS, ErrorBody)], ref_template="#/components/schemas/{model}"
-    )
-    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(defs.get("$defs", {}))
-    _document_errors(schema)
-    app.openapi_schema = schema
-    return schema
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service app for `settings` (default: `get_settings()`, i.e. the LAWM_* environment)."""
     settings = settings if settings is not None else get_settings()
@@ -152,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     console.mount_console(app)  # the web console: its data routes, its page at / and assets under /static
     # Added innermost first: auth sits inside the metrics (401s are counted) and the request context.
+    exempt = None
     if settings.api_keys:
         # The console's page and assets hold no data and must load before the user can type a key.
         exempt = [*settings.auth_exempt, *console.public_paths()]
@@ -161,5 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes,
         body_timeout_s=settings.body_timeout_s,
     )
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    auth_exempt = None if exempt is None else frozenset(p.rstrip("/") or "/" for p in exempt)
+    app.openapi = lambda: build_openapi(app, auth_exempt)  # type: ignore[method-assign]
     return app

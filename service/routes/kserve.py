@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from exporters.components import check_inputs
 from exporters.errors import InvalidInputs
@@ -34,6 +35,7 @@ from service.kserve_protocol import (
     check_tensors,
     parse_infer_request,
 )
+from service.openapi import errors
 
 log = logging.getLogger("lawm.service.kserve")
 
@@ -44,8 +46,65 @@ PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "to
 V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
 
 
+# Path parameters: any string routes (an unknown one is the protocol's 404); the examples are the
+# component names every lawm model has, so a generated client's docs and a fuzzer reach a real one.
+Component = Annotated[str, Path(description="a component of the served model (GET /v1/models lists them)",
+                                examples=["encoder", "world_model_step"])]
+Version = Annotated[str, Path(description="the served model's version", examples=["1"])]
+
+
+class KServeError(BaseModel):
+    """The protocol's error body (what tritonclient reads). The layers in front of the protocol (API
+    key, body limits) answer the service's ErrorBody."""
+
+    error: str
+
+
 def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+_V2_MEANING = {
+    400: "a malformed inference request, or tensors that do not fit the model",
+    404: "no such model (component) or version",
+    413: "more rows than the component takes at once (or a body over the server's limit: ErrorBody)",
+    422: "tensors the runtime refused",
+    429: "the component's queue is full: retry after the Retry-After seconds",
+    500: "an unexpected error: the request id is in the server log",
+    503: "the model is loading, warming or shutting down",
+    504: "the request's `timeout` parameter passed before the work was computed",
+}
+# Statuses that the protocol's handlers and the service's outer layers (body limits, the last-resort
+# 500) both answer, each with its own body.
+_EITHER = {413, 500}
+
+
+def _either(*models: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"anyOf": [{"$ref": f"#/components/schemas/{m}"} for m in models]}}}
+
+
+def v2_errors(*statuses: int, ready: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of the protocol's own error answers, with their bodies (the shared statuses and
+    the service's error body are added by `service.openapi`). `ready`: the readiness body, which a
+    not-ready 503 answers too."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": KServeError, "description": _V2_MEANING[status]}
+        if status in _EITHER:
+            out[status]["content"] = _either("KServeError", "ErrorBody")
+    if ready is not None:
+        out[200] = {"model": ready}
+        out[503] = {"description": _V2_MEANING[503], "content": _either(ready.__name__, "KServeError")}
+    return out
 
 
 def _metas(specs: Any) -> list[TensorMeta]:
@@ -89,7 +148,8 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness: every component loaded, verified and warmed")
+@router.get("/health/ready", summary="Server readiness: every component loaded, verified and warmed",
+            responses={200: {"model": ServerReady}, 503: {"model": ServerReady, "description": _V2_MEANING[503]}})
 async def ready(engine: MaybeEngineDep) -> JSONResponse:
     is_ready = bool(engine is not None and engine.ready)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
@@ -113,13 +173,13 @@ def _metadata(engine: Engine | None, name: str, version: str | None) -> Any:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata (one served component)")
-async def model_metadata(engine: MaybeEngineDep, name: str) -> Any:
+@router.get("/models/{name}", summary="Model metadata (one served component)", responses=v2_errors(404, 503))
+async def model_metadata(engine: MaybeEngineDep, name: Component) -> Any:
     return _metadata(engine, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata at a version")
-async def model_version_metadata(engine: MaybeEngineDep, name: str, version: str) -> Any:
+@router.get("/models/{name}/versions/{version}", summary="Model metadata at a version", responses=v2_errors(404, 503))
+async def model_version_metadata(engine: MaybeEngineDep, name: Component, version: Version) -> Any:
     return _metadata(engine, name, version)
 
 
@@ -132,13 +192,14 @@ def _model_ready(engine: Engine | None, name: str, version: str | None) -> JSONR
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
-async def model_ready(engine: MaybeEngineDep, name: str) -> JSONResponse:
+@router.get("/models/{name}/ready", summary="Model readiness", responses=v2_errors(404, ready=ModelReady))
+async def model_ready(engine: MaybeEngineDep, name: Component) -> JSONResponse:
     return _model_ready(engine, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness at a version")
-async def model_version_ready(engine: MaybeEngineDep, name: str, version: str) -> JSONResponse:
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness at a version",
+            responses=v2_errors(404, ready=ModelReady))
+async def model_version_ready(engine: MaybeEngineDep, name: Component, version: Version) -> JSONResponse:
     return _model_ready(engine, name, version)
 
 
@@ -186,11 +247,15 @@ def _deadline(parameters: dict[str, Any]) -> float | None:
     return time.monotonic() + float(timeout) / 1e6
 
 
-@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
-async def infer(request: Request, engine: MaybeEngineDep, name: str) -> Response:
+# 408: the service's body time-out (ErrorBody), as the body is read
+_INFER_ERRORS = {**v2_errors(400, 404, 413, 422, 429, 500, 503, 504), **errors(408)}
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)", responses=_INFER_ERRORS)
+async def infer(request: Request, engine: MaybeEngineDep, name: Component) -> Response:
     return await _infer(request, engine, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference at a version")
-async def infer_version(request: Request, engine: MaybeEngineDep, name: str, version: str) -> Response:
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference at a version", responses=_INFER_ERRORS)
+async def infer_version(request: Request, engine: MaybeEngineDep, name: Component, version: Version) -> Response:
     return await _infer(request, engine, name, version)

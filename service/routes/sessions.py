@@ -41,6 +41,7 @@ from service.inference.sessions import (
 )
 from service.inputs import NPY, cancel_on_disconnect, media_type, parse_json, read_body
 from service.media import MediaLimits, b64decode_field, check_image_size, model_sized_image
+from service.openapi import errors
 from service.routes.v1 import limits_of, model_key, model_ref, require_json
 from service.schemas import Base64Image, Matrix, ModelRef, RequestBody, Vector, openapi_body
 from training.planning import PlannerConfig
@@ -121,6 +122,12 @@ class StepRequest(RequestBody):
         return self
 
 
+class StepOptions(RequestBody):
+    """The `request` field of a multipart step, beside its `frame` file."""
+
+    step: int | None = Field(None, ge=0, description="this step's number (0, 1, ...); a mismatch is a 409")
+
+
 class StepResponse(BaseModel):
     session_id: str
     step: int
@@ -192,11 +199,12 @@ async def read_frame(request: Request, limits: MediaLimits, max_json_bytes: int)
             raise ApiError(422, "invalid_frame", f"the .npy frame is {array.dtype}; frames are uint8",
                            "send uint8 [H, W, 3]")
         return await asyncio.to_thread(frame_from_array, array, limits, "frame"), None
-    body = await read_body(request, StepRequest, upload_fields=("frame",), max_part_bytes=max_json_bytes)
-    options = body.options if isinstance(body.options, StepRequest) else None
+    body = await read_body(request, StepRequest, upload_fields=("frame",), max_part_bytes=max_json_bytes,
+                           form_model=StepOptions)
     if "frame" in body.files:
         return await asyncio.to_thread(model_sized_image, body.files["frame"].data, "frame", limits), (
-            options.step if options else None)
+            getattr(body.options, "step", None))
+    options = body.options if isinstance(body.options, StepRequest) else None
     if options is None:
         raise ApiError(422, "invalid_request", "no frame: send {\"frame\": base64} or upload `frame`")
     if options.frame is not None:
@@ -206,7 +214,11 @@ async def read_frame(request: Request, limits: MediaLimits, max_json_bytes: int)
 
 
 # ----------------------------------------------------------------------------- routes
-@router.post("/sessions", response_model=SessionInfo, status_code=201, dependencies=[Depends(require_json)])
+@router.post(
+    "/sessions", response_model=SessionInfo, status_code=201, dependencies=[Depends(require_json)],
+    responses=errors(404, 409, 429, s404="`goal_id` is not cached on this server", s409="the model has no controller",
+                     s429="the server holds as many sessions as it can (Retry-After), or its queues are full"),
+)
 async def create_session(
     body: SessionRequest, request: Request, response: Response, engine: EngineDep, settings: SettingsDep,
     goals: GoalsDep, sessions: SessionsDep,
@@ -269,8 +281,9 @@ async def delete_session(session_id: str, sessions: SessionsDep) -> Response:
     "/sessions/{session_id}/step",
     response_model=StepResponse,
     openapi_extra=openapi_body(StepRequest, {"frame": "the newest frame (PNG or JPEG), the model's size",
-                                             "request": "{\"step\": n}, optional"},
+                                             "request": "optional JSON: {\"step\": n}"},
                                raw_types=("image/png", "image/jpeg", NPY)),
+    responses=errors(409, 429, 504, s409="a step of this session is running, or `step` is not the next one"),
 )
 async def session_step(
     session_id: str, request: Request, engine: EngineDep, settings: SettingsDep, sessions: SessionsDep,

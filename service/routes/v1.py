@@ -26,6 +26,7 @@ from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
 from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
 from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
+from service.openapi import errors
 from service.schemas import (
     GoalRequest,
     GoalResponse,
@@ -86,7 +87,8 @@ def as_array(rows: list[list[float]], name: str, width: int, what: str) -> np.nd
         LatentActionsJson, {"file": "the video (MP4, MOV, WebM, MKV, AVI or GIF)"},
         raw_types=("video/mp4", "video/webm", "video/quicktime", "video/x-msvideo", "image/gif"),
     ),
-    responses={200: {"content": {"application/x-npy": {}}, "description": "latents; .npy with Accept: application/x-npy"}},
+    responses={200: {"content": {"application/x-npy": {}}, "description": "latents; .npy with Accept: application/x-npy"},
+               **errors(429, 504)},
 )
 async def latent_actions(
     request: Request,
@@ -104,7 +106,8 @@ async def latent_actions(
     t0 = time.perf_counter()
     deadline = deadline_of(deadline_ms, time.monotonic())
     limits = limits_of(engine, settings)
-    body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes)
+    body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes,
+                           options_field=False)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
     frames, source = await clip_in_stage(decode, body, "file", options.frames if options else None, limits,
                                          deadline=deadline)
@@ -162,7 +165,8 @@ async def latent_actions(
         {"context": "the context video (MP4, MOV, WebM, MKV, AVI or GIF)",
          "request": "the RolloutRequest options as a JSON string (without `frames`)"},
     ),
-    responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"}},
+    responses={200: {"content": {"application/x-npy": {}}, "description": "states; .npy with Accept: application/x-npy"},
+               **errors(409, 429, 504, s409="real actions on a model without a controller")},
 )
 async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, decode: DecodeDep) -> Any:
     """Context (a clip or frames) + latent actions or real actions -> predicted states, optionally
@@ -255,12 +259,14 @@ async def _image(text: str, what: str, limits: MediaLimits) -> np.ndarray:
     response_model=GoalResponse,
     openapi_extra=openapi_body(GoalRequest, {"image": "the goal image (PNG or JPEG), the model's size"},
                                raw_types=("image/png", "image/jpeg")),
+    responses=errors(429),
 )
 async def goals(request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep) -> GoalResponse:
     """Encode a goal image once and cache its state; POST /v1/plan then takes the returned `goal_id`."""
     t0 = time.perf_counter()
     limits = limits_of(engine, settings)
-    body = await read_body(request, GoalRequest, upload_fields=("image",), max_part_bytes=settings.max_json_bytes)
+    body = await read_body(request, GoalRequest, upload_fields=("image",), max_part_bytes=settings.max_json_bytes,
+                           options_field=False)
     if isinstance(body.options, GoalRequest):
         image = await _image(body.options.image, "image", limits)
     elif "image" in body.files:
@@ -295,7 +301,11 @@ def require_json(request: Request) -> None:
                        f"Content-Type {media_type(request) or '(none)'} is not accepted here; send application/json")
 
 
-@router.post("/plan", response_model=PlanResponse, dependencies=[Depends(require_json)])
+@router.post(
+    "/plan", response_model=PlanResponse, dependencies=[Depends(require_json)],
+    responses=errors(404, 409, 429, 504, s404="`goal_id` is not cached on this server",
+                     s409="the model has no controller"),
+)
 async def plan(
     body: PlanRequest, request: Request, engine: EngineDep, settings: SettingsDep, store: GoalsDep, slots: PlanSlotsDep
 ) -> PlanResponse:

@@ -108,6 +108,12 @@ async def test_bad_frames_and_unknown_ids(app_client: httpx.AsyncClient) -> None
     assert (await app_client.get(f"/v1/sessions/{sid}")).json()["steps"] == 0
     upload = await app_client.post(step, files={"frame": ("f.png", base64.b64decode(png_b64(image(4))), "image/png")})
     assert upload.status_code == 200 and upload.json()["step"] == 0
+    # the documented form: the frame as a file, its step number in the `request` field
+    numbered = {"files": {"frame": ("f.png", base64.b64decode(png_b64(image(5))), "image/png")}}
+    wrong = await app_client.post(step, data={"request": '{"step": 3}'}, **numbered)
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (409, "step_out_of_order")
+    upload = await app_client.post(step, data={"request": '{"step": 1}'}, **numbered)
+    assert upload.status_code == 200 and upload.json()["step"] == 1
     out_of_order = await app_client.post(step, json={"frame": png_b64(image(1)), "step": 5})
     assert (out_of_order.status_code, out_of_order.json()["error"]["code"]) == (409, "step_out_of_order")
     unknown = await app_client.post("/v1/sessions/sess-nope/step", json={"frame": png_b64(image(1))})

@@ -32,6 +32,12 @@ def make_app() -> FastAPI:
     async def plan(body: PlanRequest) -> dict[str, bool]:
         return {"ok": True}
 
+    @app.post("/goals")  # a form of files only, as POST /v1/goals documents its multipart body
+    async def goals(request: Request) -> dict[str, list[str]]:
+        body = await read_body(request, PlanRequest, upload_fields=("image",), max_part_bytes=1 << 20,
+                               options_field=False)
+        return {"files": sorted(body.files)}
+
     return RequestContextMiddleware(app, max_json_bytes=16 << 20, max_upload_bytes=64 << 20)  # type: ignore[return-value]
 
 
@@ -125,3 +131,16 @@ def test_a_refused_multipart_body_is_the_json_error_with_a_hint(client: TestClie
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["code"] == "bad_multipart" and error["hint"] and "context" in error["hint"]
+
+
+def test_a_multipart_field_the_route_does_not_document_is_refused_with_a_hint(client: TestClient) -> None:
+    assert client.post("/goals", files={"image": ("g.png", b"x")}).json() == {"files": ["image"]}
+    for path, data, files in [
+        ("/goals", {"request": "{}"}, {"image": ("g.png", b"x")}),  # a files-only form takes no options
+        ("/rollouts", {"options": "{}"}, {"context": ("a.mp4", b"x")}),
+        ("/rollouts", None, {"clip": ("a.mp4", b"x")}),
+    ]:
+        r = client.post(path, data=data, files=files)
+        assert r.status_code == 422, (path, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "unexpected_field" and error["hint"], path
