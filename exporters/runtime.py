@@ -100,12 +100,14 @@ def load_model(
     runtime: str = "onnxruntime",
     device: str = "cpu",
     providers: list[str] | None = None,
+    arena: str = "session",
 ) -> LoadedModel:
     """Open a repository version (the latest when `version` is None) on one runtime.
 
     Every file's sha256 is verified before anything is loaded; a tampered, missing or damaged
     file raises `RepositoryError` naming it. `providers` picks onnxruntime execution providers
-    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])."""
+    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]);
+    `arena` how onnxruntime's sessions hold CPU memory (`exporters.ort_runtime.ARENAS`)."""
     if runtime not in RUNTIMES:
         raise RepositoryError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     folder = resolve_version(repo, name, version)
@@ -125,7 +127,7 @@ def load_model(
         providers = providers or default_providers(device)
         check_providers(providers)
         components = {
-            c: OrtComponent(c, folder / _artifact(manifest, c, "onnx"), ins, outs, profiles[c], providers)
+            c: OrtComponent(c, folder / _artifact(manifest, c, "onnx"), ins, outs, profiles[c], providers, arena=arena)
             for c, (ins, outs) in specs.items()
         }
     else:
