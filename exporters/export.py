@@ -114,10 +114,13 @@ def export_model(
     real_inputs: bool = True,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    on_component: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Export `checkpoint` into `repo/name/version`; returns the version folder.
 
-    `device` is where the torch reference of the parity checks runs ("cuda" on a GPU host)."""
+    `device` is where the torch reference of the parity checks runs ("cuda" on a GPU host).
+    `on_component(done, total, name)` is called as each component starts, and once more with
+    `(total, total, "")` when the last is done (for progress bars and estimates)."""
     say = progress or (lambda msg: log.info("%s", msg))
     precision = precision or ("fp16" if fmt == "tensorrt" else "fp32")
     version = _check_request(Path(repo), name, version, fmt, precision, force, device)
@@ -139,8 +142,10 @@ def export_model(
         files: dict[str, dict[str, str]] = {c: {} for c in names}
         reports = []
         export_s = 0.0
-        for c in names:  # export and check one component at a time: a failure stops at once
+        for i, c in enumerate(names):  # export and check one component at a time: a failure stops at once
             ins, outs = specs[c]
+            if on_component is not None:
+                on_component(i, len(names), c)
             say(f"exporting {c} to ONNX ({precision}) and checking it against torch")
             t0 = time.perf_counter()
             path = export_component(cast_graph(build_graph(model, c), precision, ins), ins, outs, profiles[c], cfg, tmp / f"{c}.onnx")
@@ -149,6 +154,8 @@ def export_model(
             if precision != "bf16":  # bf16 graphs are for TensorRT only, checked below
                 reports.append(_onnx_parity(model, path, c, specs, profiles, precision, real, device))
                 _raise_on_failure(reports[-1], precision)
+        if on_component is not None:
+            on_component(len(names), len(names), "")
         parity = {"onnxruntime": _merge(reports)} if reports else {}
         trt_info: dict[str, Any] | None = None
         if fmt == "tensorrt":

@@ -104,12 +104,14 @@ def load_model(
     device: str = "cpu",
     providers: list[str] | None = None,
     precision: dict[str, str] | str | None = None,
+    arena: str = "session",
 ) -> LoadedModel:
     """Open a repository version (the latest when `version` is None) on one runtime.
 
     Every file's sha256 is verified before anything is loaded; a tampered, missing or damaged
     file raises `RepositoryError` naming it. `providers` picks onnxruntime execution providers
-    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]).
+    (e.g. ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]);
+    `arena` how onnxruntime's sessions hold CPU memory (`exporters.ort_runtime.ARENAS`).
     `precision` (torch runtime only; None is fp32): "fp32" | "bf16" for the planner's components
     (world_model_step, world_model_prefill, world_model_kv_step, controller), a dict of component ->
     "fp32" | "bf16", or "auto" for the choice `lawm bench precision --record` made for this version
@@ -136,7 +138,7 @@ def load_model(
         providers = providers or default_providers(device)
         check_providers(providers)
         components = {
-            c: OrtComponent(c, folder / _artifact(manifest, c, "onnx"), ins, outs, profiles[c], providers)
+            c: OrtComponent(c, folder / _artifact(manifest, c, "onnx"), ins, outs, profiles[c], providers, arena=arena)
             for c, (ins, outs) in specs.items()
         }
     else:

@@ -12,4 +12,5 @@
                  (both raise domain errors, never HTTP ones)
     bench/       load generation and `lawm bench serve|jobs`, with the processes they start
     cli.py startup.py                      `lawm serve|worker|bench ...`, and what runs before serving
+    exporting.py                           a checkpoint's export in a child process, with its progress
 """

@@ -1,8 +1,10 @@
 """The FastAPI app: `create_app(settings)` builds it; its lifespan runs the model's life.
 
-Start: load and verify the model (a missing or tampered model stops the server with its message),
-start one batcher per component and the job runner, then warm every component at every batch
-size in the background while `/livez` already answers; `/readyz` turns 200 once warm.
+Start: the server listens at once (`/livez` answers 200) while, in the background, the model is
+exported when the repository lacks it (in a child process: `service.exporting`), loaded and
+verified (one batcher per component), and warmed at the shapes serving uses. `/readyz` says what
+it is waiting for, and turns 200 once warm. A failure at any step (a failed export, a tampered
+file) is logged and leaves the server live and unready, `/readyz` answering 503 with the reason.
 Stop (uvicorn first finishes the requests it accepted): not ready -> drain jobs and batchers
 within `drain_timeout_s` -> exit.
 """
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 
 from service.auth import ApiKeyMiddleware
 from service.errors import install_error_handlers
+from service.exporting import ExportFailed, ExportProgress, Target, export_checkpoint, run_export
 from service.inference.cache import build_caches
 from service.inference.engine import Engine
 from service.inference.planner import PlanSlots
@@ -30,6 +33,7 @@ from service.middleware import RequestContextMiddleware
 from service.openapi import build_openapi
 from service.routes import console, health, jobs, kserve, sessions, v1
 from service.settings import Settings, get_settings
+from service.startup import export_request
 from training import __version__
 
 log = logging.getLogger("lawm.service")
@@ -39,12 +43,29 @@ goal-conditioned planning for robots, action-transfer renders (async jobs), and 
 components. Errors are `{"error": {"code", "message", "hint", "request_id"}}`."""
 
 
-async def _warm(engine: Engine) -> None:
+async def _start(app: FastAPI) -> None:
+    """Export the model when the repository lacks it (in a child process), load and verify it, warm
+    it. A failure leaves the server live and unready: /readyz answers 503 with the reason (a
+    restart would only fail the same way, or redo minutes of export), and the log says it too."""
+    settings: Settings = app.state.settings
+    engine: Engine = app.state.engine
+    phase = "export"
     try:
+        request = await asyncio.to_thread(export_request, settings)
+        if request is not None:
+            engine.state, engine.export = "exporting", ExportProgress()
+            await run_export(request, engine.export, target=app.state.export_target)
+            engine.load_seconds["export"] = time.monotonic() - engine.export.started
+        phase = "loading"
+        await engine.load()
+        phase = "warm-up"
         await engine.warm()
+        for name, seconds in engine.load_seconds.items():
+            app.state.metrics.startup_seconds.labels(phase=name).set(seconds)
     except Exception as e:  # the server stays live but never ready; /readyz says why
-        engine.state, engine.error = "failed", f"warm-up failed: {type(e).__name__}: {e}"
-        log.exception("warm-up failed; the server will not become ready")
+        reason = str(e) if isinstance(e, ExportFailed) else f"{type(e).__name__}: {e}"
+        engine.state, engine.error = "failed", f"{phase} failed: {reason}"
+        log.error("cannot serve the model: %s", engine.error)
 
 
 @contextlib.asynccontextmanager
@@ -59,15 +80,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics.batcher("decode"),
     )
     app.state.sessions = SessionStore(settings.max_sessions)  # per replica: see service.inference.sessions
-    try:
-        await engine.load()
-    except Exception as e:
-        engine.state, engine.error = "failed", f"{type(e).__name__}: {e}"
-        log.error("cannot serve the model: %s", e)
-        raise
-    app.state.jobs = build_job_runner(settings, engine, app.state.metrics)
+    app.state.jobs = build_job_runner(settings, engine, app.state.metrics)  # its jobs wait for the engine
     await app.state.jobs.start()  # the Redis runner's background work; nothing for the in-process one
-    app.state.warmed = asyncio.create_task(_warm(engine), name="warm-up")
+    # Export, load and warm in the background: the server listens (and /livez answers) at once.
+    app.state.warmed = asyncio.create_task(_start(app), name="start-up")
     try:
         yield
     finally:
@@ -78,8 +94,8 @@ async def shutdown(app: FastAPI) -> None:
     """Not ready, then drain the jobs and the batchers within `drain_timeout_s` (shared)."""
     settings: Settings = app.state.settings
     engine: Engine = app.state.engine
-    engine.state = "draining"
-    app.state.warmed.cancel()
+    engine.stop_accepting()
+    app.state.warmed.cancel()  # an export in progress stops its child
     with contextlib.suppress(asyncio.CancelledError):
         await app.state.warmed
     app.state.sessions.cancel_speculation()  # plans made ahead for steps that will not come
@@ -95,12 +111,14 @@ async def shutdown(app: FastAPI) -> None:
     log.info("drained; bye")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service app for `settings` (default: `get_settings()`, i.e. the LAWM_* environment)."""
+def create_app(settings: Settings | None = None, export_target: Target = export_checkpoint) -> FastAPI:
+    """The service app for `settings` (default: `get_settings()`, i.e. the LAWM_* environment).
+    `export_target` is what the export child runs (tests give a stand-in)."""
     settings = settings if settings is not None else get_settings()
     metrics = ServiceMetrics()
     app = FastAPI(title="lawm", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.export_target = export_target
     app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)

@@ -81,7 +81,8 @@ def serve(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve a model over HTTP. With no options: the bundled demo model (exported to
-    models/repository on first start) on 127.0.0.1:8000 with onnxruntime on the CPU.
+    models/repository on first start, in the background while the server already answers /livez
+    and /readyz) on 127.0.0.1:8000 with onnxruntime on the CPU.
 
     Every option is also a LAWM_* environment variable (LAWM_PORT, LAWM_API_KEYS, LAWM_MAX_FRAMES, ...);
     options win over the environment."""
@@ -91,7 +92,7 @@ def serve(
     from exporters.errors import ExportError
     from service import server
     from service.app import create_app
-    from service.startup import check_servable, ensure_exported, settings_from
+    from service.startup import check_servable, export_request, settings_from
 
     flags = {
         "repo": repo, "model": model, "version": version, "runtime": runtime, "checkpoint": checkpoint,
@@ -102,13 +103,15 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lawm").setLevel(log_level.upper())  # ours only: the ONNX exporter's INFO is noise
     try:
-        exported = ensure_exported(settings)
-        check_servable(settings)  # a missing repository or version: one line, not a traceback from uvicorn
+        pending = export_request(settings)
+        if pending is None:  # else the server exports it in the background (service.app)
+            check_servable(settings)  # a missing repository or version: one line, not a traceback from uvicorn
     except ExportError as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
-    if exported is not None:
-        console.print(f"exported {exported}")
+    if pending is not None:
+        console.print(f"exporting {pending.source} to {pending.repo / pending.name}/{pending.version} in the "
+                      "background (a few minutes, once); /readyz says how far", markup=False, highlight=False)
     source = settings.checkpoint or f"{settings.repo / settings.model} v{settings.version or 'latest'}"
     runtime = "torch" if settings.checkpoint else settings.runtime
     console.print(f"serving {source} on http://{settings.host}:{settings.port} ({runtime}); docs at /docs",

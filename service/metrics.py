@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.metrics_core import Metric
@@ -73,6 +74,13 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "lawm_model_info", "The model being served (value always 1).", ["name", "version", "runtime"], registry=r,
         )
+        self.startup_seconds = Gauge(
+            "lawm_startup_seconds", "Seconds each start-up phase took (export, load, warm), once done.", ["phase"],
+            registry=r,
+        )
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: the registry is our own, so
+        # prometheus_client's default process collector is not on it.
+        ProcessCollector(registry=r)
         for state in JOB_STATES:  # export zeros from the start, so rate() and dashboards see every state
             self.jobs.labels(state=state).set(0)
             self.jobs_total.labels(state=state)

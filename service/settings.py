@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: float = Field(5.0, gt=0)  # an idle kept-alive connection is closed after this
     max_connections: int | None = Field(1000, ge=1)  # open connections + requests in flight; past it 503
 
+    # --- start-up (see service.inference.warmup)
+    # "serving": warm the batch sizes up to warmup_max_batch and the context lengths requests use;
+    # "all": every batch size each batcher can form and every context length (slow, more memory).
+    warmup: Literal["serving", "all"] = "serving"
+    warmup_max_batch: int = Field(32, ge=1)  # largest batch warmed per component; larger ones warm on first use
+    # onnxruntime's CPU memory for activations: one arena "shared" by every component's session (the
+    # least memory at full speed), an arena per "session" (its default), or "off" (no arena).
+    ort_arena: Literal["shared", "session", "off"] = "shared"
+
     # --- lifecycle and jobs
     drain_timeout_s: float = Field(30.0, ge=0)
     job_ttl_s: float = Field(3600.0, gt=0)

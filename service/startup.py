@@ -1,6 +1,6 @@
 """What `lawm serve` and `lawm worker` do before the server starts: settings from flags + environment,
-checked with messages that name the setting; the first-start export of the bundled demo model; and
-the refusal, in one line, of a repository version that is not there."""
+checked with messages that name the setting; whether the bundled demo model (or `export_from`)
+must be exported first; and the refusal, in one line, of a repository version that is not there."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.exporting import ExportRequest
 from service.settings import Settings
 from training.config import ConfigError
 
@@ -57,10 +58,10 @@ def _stale(folder: Path, source: Path) -> bool:
     return (source / MODEL_FILE).is_file() and recorded.get("sha256") != sha256_file(source / MODEL_FILE)
 
 
-def ensure_exported(settings: Settings) -> Path | None:
-    """Export the source checkpoint into the repository when the served version is missing there, or
-    was exported from that source before it changed; returns the new version's folder, or None when
-    nothing had to be done."""
+def export_request(settings: Settings) -> ExportRequest | None:
+    """What to export before serving: the source checkpoint into the served version when that is
+    missing from the repository, or was exported from that source before it changed; None when
+    nothing has to be done (or nothing can: loading then says how to export)."""
     if settings.checkpoint is not None:
         return None
     from exporters.repository import version_dir, versions
@@ -72,12 +73,25 @@ def ensure_exported(settings: Settings) -> Path | None:
         return None
     if source is None:
         return None  # loading reports the missing version, with how to export one
-    from exporters.export import export_model
+    return ExportRequest(source, settings.repo, settings.model, version, force=version in found)
 
-    log.info("exporting %s to %s/%s/%s", source, settings.repo, settings.model, version)
-    folder = export_model(source, settings.repo, name=settings.model, version=version, force=version in found,
-                          progress=log.info)
-    return Path(folder)
+
+def ensure_exported(settings: Settings) -> Path | None:
+    """`export_request`'s export, run now in a child process (for `lawm worker` and the benches,
+    which start serving only once it is done); returns the new version's folder, or None when
+    nothing had to be done. `lawm serve` exports in the background instead (`service.app`)."""
+    request = export_request(settings)
+    if request is None:
+        return None
+    import asyncio
+
+    from exporters.errors import ExportError
+    from service.exporting import ExportFailed, ExportProgress, run_export
+
+    try:
+        return asyncio.run(run_export(request, ExportProgress()))
+    except ExportFailed as e:
+        raise ExportError(str(e)) from None
 
 
 def check_servable(settings: Settings) -> None:

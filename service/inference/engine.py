@@ -6,9 +6,10 @@ deadline)`, so concurrent requests share batches. Clips enter the encoder one tu
 frame-causal and the IDM sees one pair at a time, so this gives the same numbers as encoding the
 clip whole, while clips of any length batch together.
 
-Lifecycle (driven by the app's lifespan): `load()` (repository opened, every sha256 verified,
-batchers started) -> `warm()` (every component run at each batch size its batcher can form, so the
-first real request is as fast as the rest) -> ready -> `drain()` on shutdown.
+Lifecycle (driven by the app's lifespan): [exporting, by the app] -> `load()` (repository opened,
+every sha256 verified, batchers started) -> `warm()` (every component run at the shapes serving
+sends it, `service.inference.warmup`, so the first real request is as fast as the rest) -> ready
+-> `drain()` on shutdown.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from exporters.runtime import LoadedModel
+from service.exporting import ExportProgress
 from service.inference.batching import DynamicBatcher, Priority
 from service.inference.errors import MissingComponent
+from service.inference.warmup import warm_shapes
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -97,15 +100,6 @@ def geometry_of(model: LoadedModel, fps: float) -> Geometry:
     )
 
 
-def warm_batch_sizes(max_batch_size: int) -> list[int]:
-    """1, 2, 4, ... up to and including `max_batch_size`: the sizes batches take under load."""
-    sizes, b = [], 1
-    while b < max_batch_size:
-        sizes.append(b)
-        b *= 2
-    return [*sizes, max_batch_size]
-
-
 def load_served_model(settings: Settings) -> tuple[LoadedModel, float]:
     """The model `settings` names (a checkpoint on torch, or a repository version on its runtime)
     and its frame rate."""
@@ -118,7 +112,7 @@ def load_served_model(settings: Settings) -> tuple[LoadedModel, float]:
         model = load_checkpoint_model(settings.checkpoint, device=settings.device, precision=precision)
         return model, settings.fps or model_fps(model, None)
     model = load_model(settings.repo, settings.model, settings.version, settings.runtime, device=settings.device,
-                       precision=precision)
+                       precision=precision, arena=settings.ort_arena)
     folder = resolve_version(settings.repo, settings.model, model.version)
     return model, settings.fps or model_fps(model, folder)
 
@@ -131,9 +125,22 @@ class Engine:
         self.geometry: Geometry | None = None
         self.batchers: dict[str, DynamicBatcher] = {}
         self.warm_sizes: dict[str, list[int]] = {}
-        self.state = "starting"  # starting -> loading -> warming -> ready -> draining -> stopped | failed
+        # starting -> [exporting] -> loading -> warming -> ready -> draining -> stopped; or failed
+        self.state = "starting"
         self.error: str | None = None
         self.load_seconds: dict[str, float] = {}
+        self.export: ExportProgress | None = None  # set by the app while it exports the model
+        self.warm_progress = (0, 0)  # shapes warmed, shapes to warm
+        self._stopping = False  # tells a warm-up in its thread to stop at the next shape
+
+    def waiting_for(self) -> str | None:
+        """What readiness waits for, in words (/readyz); None when ready, stopped or failed."""
+        if self.state == "exporting" and self.export is not None:
+            return self.export.describe()
+        if self.state == "warming":
+            done, total = self.warm_progress
+            return f"warm-up ({done}/{total} shapes)"
+        return self.state if self.state in ("starting", "loading", "draining") else None
 
     @property
     def ready(self) -> bool:
@@ -175,12 +182,14 @@ class Engine:
                  self.model.runtime, self.load_seconds["load"], ", ".join(lowered) or "none", self.model.precision_source)
 
     async def warm(self) -> None:
-        """Run every component at each batch size its batcher can form (and each context length)."""
+        """Run every component at the shapes serving sends it (`settings.warmup`)."""
         assert self.model is not None
         self.state = "warming"
         t0 = time.perf_counter()
         await asyncio.to_thread(self._warm_all)
         self.load_seconds["warm"] = time.perf_counter() - t0
+        if self._stopping:
+            return
         self.state = "ready"
         log.info("warm in %.2f s; ready", self.load_seconds["warm"])
 
@@ -191,20 +200,23 @@ class Engine:
 
         assert self.model is not None and self.geometry is not None
         gen = torch.Generator().manual_seed(0)
-        for name, component in self.model.components.items():
-            sizes = warm_batch_sizes(self.batchers[name].max_batch_size)
-            profile = self.model.profiles.get(name)
-            # The routes send one tubelet (encoder) or one pair (IDM) per row; context components
-            # see every length from 1 to max_steps at batch 1 (rollouts, renders).
-            steps = {"encoder": 1, "idm": 2}.get(name, 1)
-            shapes = [(b, steps) for b in sizes]
-            if profile is not None and profile.time is not None:
-                lo, _, hi = profile.time
-                shapes += [(1, t) for t in range(max(lo, 1), hi + 1) if (1, t) not in shapes]
+        plan = {
+            name: warm_shapes(name, self.batchers[name].max_batch_size, self.model.profiles.get(name),
+                              self.settings.warmup, self.settings.warmup_max_batch)
+            for name in self.model.components
+        }
+        total, done = sum(len(shapes) for shapes in plan.values()), 0
+        self.warm_progress = (0, total)
+        for name, shapes in plan.items():
+            component = self.model.components[name]
             for batch, t in shapes:
+                if self._stopping:  # shutting down: the thread must not outlive the batchers
+                    return
                 inputs = random_inputs(component.inputs, batch, t, self.model.config, gen)
                 component.run({k: v.numpy() for k, v in inputs.items()})
-            self.warm_sizes[name] = sizes
+                done += 1
+                self.warm_progress = (done, total)
+            self.warm_sizes[name] = sorted({b for b, _ in shapes})
 
     async def start(self) -> None:
         """`load()` then `warm()`; on failure the engine stays unready with `error` set."""
@@ -215,9 +227,13 @@ class Engine:
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             raise
 
+    def stop_accepting(self) -> None:
+        """Not ready from now on, and a warm-up still running stops at its next shape."""
+        self.state, self._stopping = "draining", True
+
     async def drain(self, timeout_s: float) -> None:
         """Not ready; finish queued and in-flight work (up to `timeout_s`), then stop the batchers."""
-        self.state = "draining"
+        self.stop_accepting()
         await asyncio.gather(*(b.drain(timeout_s) for b in self.batchers.values()))
         self.state = "stopped"
 

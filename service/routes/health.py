@@ -1,5 +1,6 @@
-"""Probes and metrics: `/livez` (the process answers), `/readyz` (the model is loaded, verified and
-warmed, and the server is not draining), `/metrics` (Prometheus text format).
+"""Probes and metrics: `/livez` (the process answers), `/readyz` (the model is exported, loaded,
+verified and warmed, and the server is not draining; else what it waits for, or why it failed),
+`/metrics` (Prometheus text format).
 
 Liveness never depends on the model, so a supervisor does not kill a server that is still warming.
 """
@@ -36,12 +37,18 @@ async def livez() -> dict[str, bool]:
 @router.get(
     "/readyz",
     responses={200: {"model": Readiness, "description": "ready"},
-               503: {"model": Readiness, "description": "loading, warming, draining or failed"}},
+               503: {"model": Readiness, "description": "exporting, loading, warming, draining or failed"}},
 )
 async def readyz(engine: MaybeEngineDep, jobs: MaybeJobsDep) -> Any:
-    """200 once the model is loaded, checksum-verified and warmed; 503 before that and while draining."""
+    """200 once the model is exported (first start), loaded, checksum-verified and warmed; 503 before
+    that, while draining, and after a failed start. `waiting_for` says what it waits for, e.g.
+    "export (3/8 components, 1m20s elapsed, ~2m left)" or "warm-up (12/40 shapes)"; `error` why a
+    start failed (the server stays up, unready, until restarted)."""
     state = engine.state if engine is not None else "starting"
     body: dict[str, Any] = {"ready": state == "ready", "state": state}
+    waiting_for = engine.waiting_for() if engine is not None else "starting"
+    if waiting_for is not None:
+        body["waiting_for"] = waiting_for
     if engine is not None and engine.error:
         body["error"] = engine.error
     # Redis (LAWM_REDIS_URL) is reported, not required: when it is down only the job endpoints

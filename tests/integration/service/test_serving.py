@@ -1,4 +1,5 @@
-"""`lawm serve`'s first-start export: when a repository version is (re)exported and when it is left alone."""
+"""`lawm serve`'s first-start export: when a repository version is (re)exported and when it is left alone
+(the export itself, in the background, is tests/integration/service/test_startup.py's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from service.settings import Settings
-from service.startup import _stale, ensure_exported, export_source
+from service.startup import _stale, ensure_exported, export_request, export_source
 from tests.service_fixtures import TINY_NAME, TINY_VERSION
 
 
@@ -31,6 +32,8 @@ def test_an_up_to_date_export_is_kept_and_a_changed_source_is_stale(tiny_model_r
     assert not _stale(folder, source)
     (source / "model.safetensors").write_bytes(b"retrained")  # the source changed since the export
     assert _stale(folder, source)
+    request = export_request(settings)  # what the server exports in the background
+    assert request is not None and (request.source, request.version, request.force) == (source, TINY_VERSION, True)
     assert not _stale(folder, tmp_path / "another-checkpoint")  # exported from elsewhere: never replaced
 
 

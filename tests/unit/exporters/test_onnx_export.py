@@ -83,3 +83,17 @@ def test_a_damaged_onnx_file_is_refused_with_its_path(tmp_path: Path, world_mode
     ins, outs = SPECS["world_model"]
     with pytest.raises(RepositoryError, match=r"world_model.onnx cannot be loaded by onnxruntime .* re-export"):
         OrtComponent("world_model", bad, ins, outs, PROFILES["world_model"], ["CPUExecutionProvider"])
+
+
+def test_every_arena_gives_the_same_numbers(world_model_onnx: Path) -> None:
+    """Where the sessions' activation memory comes from (per session, shared, none) changes no output."""
+    ins, outs = SPECS["world_model"]
+    x = {k: v.numpy() for k, v in random_inputs(ins, 3, 4, MODEL.cfg, torch.Generator().manual_seed(1)).items()}
+    got = {arena: OrtComponent("world_model", world_model_onnx, ins, outs, PROFILES["world_model"],
+                               ["CPUExecutionProvider"], arena=arena).run(x)["predictions"]
+           for arena in ("session", "shared", "off")}
+    np.testing.assert_array_equal(got["shared"], got["session"])
+    np.testing.assert_array_equal(got["off"], got["session"])
+    with pytest.raises(ValueError, match="arena must be one of"):
+        OrtComponent("world_model", world_model_onnx, ins, outs, PROFILES["world_model"], ["CPUExecutionProvider"],
+                     arena="pooled")

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from service.inference.engine import DEFAULT_FPS, model_fps, warm_batch_sizes
+from service.inference.engine import DEFAULT_FPS, model_fps
+from service.inference.warmup import warm_batch_sizes
 from training.checkpoint import FORMAT
 
 
