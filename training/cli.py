@@ -221,6 +221,25 @@ def eval_idm(
     _evaluate("idm", checkpoint, json_path, "IDM one-step prediction error (held-out clips, representation L1)", **extra)
 
 
+@eval_app.command("renders")
+@friendly_errors
+def eval_renders(
+    checkpoint: CheckpointOpt = Path("models/demo"),
+    strip: Annotated[Path | None, typer.Option(help="also write a PNG strip: real / autoencoded / one-step / transfer")] = None,
+    json_path: JsonOpt = None,
+) -> None:
+    """PSNR / SSIM of decoded frames on held-out real clips: autoencoded, one-step predicted and
+    transferred, against holding the previous frame and the clip's mean frame."""
+    from training.evaluation.common import load_lam
+    from training.evaluation.renders import render_quality
+
+    result = render_quality(load_lam(checkpoint), strip=strip)
+    result["command"] = f"lawm eval renders --checkpoint {checkpoint}" + (f" --strip {strip}" if strip else "")
+    print_table(result["title"], result["rows"])
+    console.print(result["verdict"], highlight=False)
+    write_json(json_path, result)
+
+
 @eval_app.command("leak")
 @friendly_errors
 def eval_leak(checkpoint: CheckpointOpt = Path("models/demo"), json_path: JsonOpt = None) -> None:
