@@ -26,9 +26,9 @@ import torch
 from training.data.video import encode_png_strip
 from training.evaluation.common import heldout_videos
 from training.evaluation.pixels import psnr, ssim
+from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel
 from training.models.world_model import autoregressive_rollout
-from training.models.encoder import to_unit_float
 
 PSNR_BAR_DB = 22.0
 

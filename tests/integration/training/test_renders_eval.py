@@ -32,7 +32,7 @@ def test_renders_and_their_references() -> None:
     # the held frame of every state after the first is the last real frame before it
     np.testing.assert_array_equal(out["previous frame held"][:, :k], np.repeat(real[:, k - 1 : k], k, axis=1))
     np.testing.assert_allclose(out["clip mean frame"][:, 0], real[:, k:].mean(axis=1), atol=1e-6)
-    assert all(0.0 <= v.min() and v.max() <= 1.0 for v in out.values())
+    assert all(v.min() >= 0.0 and v.max() <= 1.0 for v in out.values())
 
 
 def test_render_quality_rows_verdict_and_strip(tmp_path: Path) -> None:
