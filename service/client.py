@@ -54,6 +54,7 @@ class Session:
     expires_in_s: float
     steps: int
     control_period_ms: float | None = None
+    cold_deadline_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ class Client(_Retrying):
     def create_session(self, *, goal: np.ndarray | bytes | None = None, goal_id: str | None = None,
                        **settings: Any) -> Session:
         """Open a plan session. `settings`: preset, action_low, action_high, overrides, warm_samples,
-        warm_iterations, control_period_ms, ttl_s, execute, history_context, plan_ahead, ahead_tolerance
+        warm_iterations, control_period_ms, cold_deadline_ms, ttl_s, execute, history_context, plan_ahead, ahead_tolerance
         (see docs/api.md)."""
         return _session(self._send(_session_call(goal, goal_id, **settings)).json())
 

@@ -112,6 +112,7 @@ class SessionSpec:
     execute: int  # actions the client executes per step (the warm start shifts by this many)
     history: int  # encoded observations kept (the model's context length)
     history_context: bool = False  # plan with the kept observations as the world model's context
+    cold_deadline_s: float | None = None  # the first (cold) step's period; None: control_period_s
     plan_ahead: bool = False  # search the next step's plan while the robot executes this one's
     ahead_tolerance: float = 0.25  # largest relative state error at which the plan made ahead is used
 
@@ -147,6 +148,13 @@ class PlanSession:
         if self.ahead is not None:
             self.ahead.cancel()
             self.ahead = None
+
+    def period(self) -> float | None:
+        """This step's soft deadline after it starts: the control period, or for the first (cold)
+        step the session's cold deadline when it has one."""
+        if self.plan is None and self.spec.cold_deadline_s is not None:
+            return self.spec.cold_deadline_s
+        return self.spec.control_period_s
 
     def warm_start(self) -> np.ndarray | None:
         """The previous plan shifted by the executed actions, or None before the first step."""

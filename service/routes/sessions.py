@@ -71,6 +71,9 @@ class SessionRequest(RequestBody):
                                         description="iterations of warm steps (default: a third, at least 1)")
     control_period_ms: float | None = Field(None, gt=0, le=600_000,
                                             description="each step answers within this with the best plan so far")
+    cold_deadline_ms: float | None = Field(
+        None, gt=0, le=600_000, description="the first (cold) step's deadline instead of `control_period_ms`: a "
+        "cold plan costs several warm steps, and a robot usually takes it before its loop starts")
     ttl_s: float | None = Field(None, gt=0, description="the session ends after this long unused")
     execute: int = Field(1, ge=1, le=64, description="actions the robot executes per step (the warm start "
                          "shifts the previous plan by this many)")
@@ -101,6 +104,7 @@ class SessionInfo(BaseModel):
     planner: dict[str, Any] = Field(description="settings of the first (cold) step")
     warm_planner: dict[str, Any] = Field(description="settings of later (warm-started) steps")
     control_period_ms: float | None
+    cold_deadline_ms: float | None
     execute: int
     history_context: bool
     plan_ahead: bool
@@ -158,6 +162,7 @@ def _info(session: PlanSession, engine: Any, store: SessionStore) -> SessionInfo
         session_id=session.id, model=model_ref(engine), goal_id=spec.goal_id, planner=_config_json(spec.cold),
         warm_planner=_config_json(spec.warm),
         control_period_ms=None if spec.control_period_s is None else spec.control_period_s * 1000.0,
+        cold_deadline_ms=None if spec.cold_deadline_s is None else spec.cold_deadline_s * 1000.0,
         execute=spec.execute, history_context=spec.history_context, plan_ahead=spec.plan_ahead,
         ahead_tolerance=spec.ahead_tolerance, ttl_s=spec.ttl_s, expires_in_s=max(0.0, session.expires_at - store.clock()),
         steps=session.steps,
@@ -256,6 +261,7 @@ async def create_session(
     spec = SessionSpec(
         cold=cold, warm=warm, goal=goal, goal_id=key, ttl_s=ttl,
         control_period_s=None if body.control_period_ms is None else body.control_period_ms / 1000.0,
+        cold_deadline_s=None if body.cold_deadline_ms is None else body.cold_deadline_ms / 1000.0,
         execute=min(body.execute, cold.horizon), history=geo.max_steps - 1, history_context=body.history_context,
         plan_ahead=body.plan_ahead, ahead_tolerance=body.ahead_tolerance,
     )
@@ -310,8 +316,9 @@ async def run_step(
     start = time.monotonic()
     session = sessions.begin_step(session_id, step)
     spec = session.spec
-    soft = None if spec.control_period_s is None else start + spec.control_period_s
-    hard = None if soft is None else soft + spec.control_period_s  # type: ignore[operator]
+    period = session.period()
+    soft = None if period is None else start + period
+    hard = None if period is None else start + 2 * period
     cfg, warm_start = session.config(), session.warm_start()
     ahead_task = session.take_ahead()
     t1 = t2 = time.perf_counter()

@@ -314,3 +314,24 @@ async def test_a_prediction_beyond_the_tolerance_is_not_used(served: tuple[httpx
     bad = await client.post("/v1/sessions", json={"goal": png_b64(image(0)), "ahead_tolerance": -1, **SETTINGS})
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
     await client.delete(f"/v1/sessions/{info['session_id']}")
+
+
+async def test_the_cold_step_can_have_its_own_deadline(served: tuple[httpx.AsyncClient, Any]) -> None:
+    """A control period far shorter than a cold plan: without `cold_deadline_ms` the first step has
+    nothing to fall back on (504); with it the first step plans in full and later steps keep the
+    period (here: past it at once, so they answer the previous plan shifted)."""
+    client, _ = served
+    tight = await create(client, control_period_ms=0.001)
+    first = await client.post(f"/v1/sessions/{tight['session_id']}/step", json={"frame": png_b64(image(1))})
+    assert (first.status_code, first.json()["error"]["code"]) == (504, "deadline_exceeded")
+
+    info = await create(client, control_period_ms=0.001, cold_deadline_ms=60_000)
+    assert info["cold_deadline_ms"] == 60_000 and info["control_period_ms"] == 0.001
+    step = f"/v1/sessions/{info['session_id']}/step"
+    one = await client.post(step, json={"frame": png_b64(image(1))})
+    assert one.status_code == 200 and one.json()["deadline_hit"] is False and one.json()["evaluations"] == 8
+    two = (await client.post(step, json={"frame": png_b64(image(2))})).json()
+    assert two["deadline_hit"] is True and two["evaluations"] == 0
+    np.testing.assert_allclose(two["actions"], shifted(np.asarray(one.json()["actions"], np.float32), 1), atol=1e-6)
+    for sid in (tight["session_id"], info["session_id"]):
+        await client.delete(f"/v1/sessions/{sid}")
