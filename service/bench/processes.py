@@ -61,6 +61,23 @@ class ServerProcess:
         ticks = [t for t in (_cpu_ticks(pid) for pid in pids) if t is not None]
         return sum(ticks) / os.sysconf("SC_CLK_TCK") if ticks else None
 
+    def pause(self) -> None:
+        """SIGSTOP (the group): an idle server that still polls (LitServe's workers do) takes no CPU
+        from another server under measurement. `resume` (or `stop`) continues it."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -91,6 +108,7 @@ class ServerProcess:
         try:
             if self.proc.poll() is not None:
                 return self.proc.returncode
+            self.resume()  # a paused server would not act on SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 return self.proc.wait(timeout_s)
