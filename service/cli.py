@@ -195,9 +195,14 @@ def bench_serve(
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
-    print_table(result["title"], result["rows"])
-    for table in result["tables"]:
-        print_table(table["title"], table["rows"])
+    if result.get("benchmark") == "serve-overload":
+        from service.bench.overload_run import terminal_tables
+
+        tables = terminal_tables(result)
+    else:
+        tables = [(result["title"], result["rows"])] + [(t["title"], t["rows"]) for t in result["tables"]]
+    for title, rows in tables:
+        print_table(title, rows)
     console.print(result["verdict"], highlight=False)
     write_json(json_path, result)
 

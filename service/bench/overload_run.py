@@ -329,3 +329,18 @@ def payload(figures: dict[str, Any], opts: ServeBench, ob: OverloadBench, peer_s
     out["details"] = {"sweeps": figures["sweeps"], "info": {k: figures["info"].get(k) for k in
                                                             ("name", "version", "runtime", "image_size", "fps")}}
     return out
+
+
+# The columns a terminal has room for (the JSON and docs keep every one).
+ROW_COLUMNS = ("server", "multiple", "offered_rps", "ok_rps", "shed_429", "excess_shed", "excess_shed_fast", "p50_ms",
+               "p99_ms", "timeouts", "server_5xx")
+SWEEP_COLUMNS = ("server", "rate_rps", "sent", "ok", "throughput_rps", "p50_ms", "p99_ms", "rejected", "plateau")
+
+
+def terminal_tables(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(title, rows) to print: the overload rows and the sweep narrowed, the ratios as they are."""
+    tables = [(result["title"], [{k: r.get(k) for k in ROW_COLUMNS} for r in result["rows"]])]
+    for i, table in enumerate(result["tables"]):
+        rows = [{k: r.get(k) for k in SWEEP_COLUMNS} for r in table["rows"]] if i == 0 else table["rows"]
+        tables.append((table["title"], rows))
+    return tables
