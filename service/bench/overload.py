@@ -8,6 +8,8 @@ queues everything and its latency grows with the run's length. The figures per r
 - offered and answered-200 rates, and the excess = requests sent - saturation rate x duration;
 - `excess_shed`: 429s / excess; `shed_fast`: the share of the 429s answered within 100 ms (from the
   request's *scheduled* send time, as every latency here); `excess_shed_fast`: quick 429s / excess;
+  `shed_fast_from_send`: the same share timed from when the client actually sent it (on a shared host
+  the load generator itself can fall behind its schedule: `send_lag_p99_ms` says by how much);
 - p50/p99 of the admitted (200) requests, client time-outs, 5xx answers, connection errors.
 """
 
@@ -53,6 +55,7 @@ def overload_row(outcomes: Sequence[Outcome], start: float, rate: float, duratio
         "excess_shed": len(shed) / excess if has_excess else None,
         "shed_fast": fast / len(shed) if shed else None,
         "excess_shed_fast": fast / excess if has_excess else None,
+        "shed_fast_from_send": sum(o.done - o.sent <= FAST_S for o in shed) / len(shed) if shed else None,
         "shed_p99_ms": percentile_ms([o.done - o.scheduled for o in shed], 99),
         "p50_ms": base["p50_ms"],
         "p99_ms": base["p99_ms"],

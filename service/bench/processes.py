@@ -30,12 +30,14 @@ class ServerProcess:
     """`command` (argv) run as a child process that listens on `port`; a context manager.
 
     `group`: the command starts processes of its own (e.g. LitServe's workers), so it runs in a process
-    group of its own, which `stop` signals as a whole and `cpu_seconds` sums over."""
+    group of its own, which `stop` signals as a whole and `cpu_seconds` sums over. `nice`: added to
+    its scheduling niceness (a load generator on the same host then keeps its schedule)."""
 
     def __init__(self, command: list[str], port: int, log_path: Path, *, ready_path: str = "/readyz",
-                 host: str = "127.0.0.1", env: dict[str, str] | None = None, group: bool = False) -> None:
+                 host: str = "127.0.0.1", env: dict[str, str] | None = None, group: bool = False,
+                 nice: int = 0) -> None:
         self.command, self.port, self.log_path, self.ready_path, self.host = command, port, log_path, ready_path, host
-        self.env, self.group = env, group
+        self.env, self.group, self.nice = env, group, nice
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,7 +48,8 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+        command = ["nice", "-n", str(self.nice), *self.command] if self.nice else self.command  # nice execs it: same pid
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=self.group)
         log.close()  # the child holds its own descriptor
         self.wait_ready(timeout_s)

@@ -50,6 +50,13 @@ def test_a_429_within_100_ms_counts_as_at_once_and_one_just_after_does_not() -> 
     assert row["shed_fast"] == pytest.approx(0.75)
 
 
+def test_a_client_behind_its_schedule_is_told_apart_from_a_slow_429() -> None:
+    late = [Outcome(T0, T0 + 0.5, T0 + 0.55, 429), Outcome(T0, T0 + 0.5, T0 + 0.7, 429)]  # sent 500 ms late
+    row = overload_row(late, T0, 2.0, 1.0, 1e-3, 2000.0)
+    assert row["shed_fast"] == 0.0 and row["shed_fast_from_send"] == pytest.approx(0.5)
+    assert row["send_lag_p99_ms"] == pytest.approx(500.0)
+
+
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         overload_row([], T0, 1.0, 10.0, 0.0, 2.0)
