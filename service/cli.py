@@ -150,11 +150,21 @@ def bench_serve(
     max_batch_size: Annotated[int | None, typer.Option(help="the batching server's rows per batch (--spawn)")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="both servers' queue delay (--spawn)")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
+    overload: Annotated[str | None, typer.Option(
+        help="instead: find saturation over --rates, then load at 0.8x and these multiples of it (e.g. 2,3): "
+        "how much of the excess is shed with a quick 429, and the admitted requests' latency")] = None,
+    peer: Annotated[str | None, typer.Option(
+        help="with --overload --spawn: also start this peer doing the same work (litserve; pip install "
+        "'lawm[bench]') and compare")] = None,
+    peer_max_batch_size: Annotated[int | None, typer.Option(
+        help="requests per peer batch (default: as many clips as fill lawm's encoder batch)")] = None,
+    peer_workers: Annotated[int, typer.Option(help="the peer's inference worker processes")] = 1,
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
 ) -> None:
     """Open-loop load (Poisson arrivals) at fixed rates: throughput, p50/p95/p99, rejections, mean batch
     size and queue vs compute time; with --spawn, batching on vs off side by side, the share of the
-    offline engine's throughput, and planning requests per second at a p99 target."""
+    offline engine's throughput, and planning requests per second at a p99 target. With --overload,
+    load past saturation instead (shedding, admitted latency), and with --peer a LitServe peer beside it."""
     _require_serve_extra("bench serve")
     import sys
 
@@ -163,6 +173,9 @@ def bench_serve(
     from service.bench.processes import ServerError
     from service.bench.serve import ServeBench, compare
 
+    if peer is not None and importlib.util.find_spec("litserve") is None:
+        console.print("[bold red]error:[/] --peer litserve needs litserve: pip install 'lawm[bench]'", highlight=False)
+        raise typer.Exit(2)
     try:
         opts = ServeBench(
             endpoint=endpoint, rates=_floats(rates, "--rates"), duration_s=duration, frames=frames, clip=clip,
@@ -170,14 +183,26 @@ def bench_serve(
             repo=repo or _value("repo"), model=model, version=version, runtime=runtime,
             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
         )
-        result = compare(opts, url=url, spawn=spawn, offline_repo=repo if url else None)
+        if overload is not None or peer is not None:
+            from service.bench.overload_run import OverloadBench, run
+
+            ob = OverloadBench(multiples=_floats(overload or "2,3", "--overload"), peer=peer,
+                               peer_max_batch_size=peer_max_batch_size, peer_workers=peer_workers)
+            result = run(opts, ob, url=url, spawn=spawn)  # with the load average around it
+        else:
+            result = compare(opts, url=url, spawn=spawn, offline_repo=repo if url else None)
     except (ValueError, ServerError, httpx.HTTPError) as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
-    print_table(result["title"], result["rows"])
-    for table in result["tables"]:
-        print_table(table["title"], table["rows"])
+    if result.get("benchmark") == "serve-overload":
+        from service.bench.overload_run import terminal_tables
+
+        tables = terminal_tables(result)
+    else:
+        tables = [(result["title"], result["rows"])] + [(t["title"], t["rows"]) for t in result["tables"]]
+    for title, rows in tables:
+        print_table(title, rows)
     console.print(result["verdict"], highlight=False)
     write_json(json_path, result)
 

@@ -3,6 +3,7 @@ says it is ready, stop it the way an orchestrator would (SIGTERM, then a bounded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -26,12 +27,17 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    """`command` (argv) run as a child process that listens on `port`; a context manager."""
+    """`command` (argv) run as a child process that listens on `port`; a context manager.
+
+    `group`: the command starts processes of its own (e.g. LitServe's workers), so it runs in a process
+    group of its own, which `stop` signals as a whole and `cpu_seconds` sums over. `nice`: added to
+    its scheduling niceness (a load generator on the same host then keeps its schedule)."""
 
     def __init__(self, command: list[str], port: int, log_path: Path, *, ready_path: str = "/readyz",
-                 host: str = "127.0.0.1", env: dict[str, str] | None = None) -> None:
+                 host: str = "127.0.0.1", env: dict[str, str] | None = None, group: bool = False,
+                 nice: int = 0) -> None:
         self.command, self.port, self.log_path, self.ready_path, self.host = command, port, log_path, ready_path, host
-        self.env = env
+        self.env, self.group, self.nice = env, group, nice
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,7 +48,9 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        command = ["nice", "-n", str(self.nice), *self.command] if self.nice else self.command  # nice execs it: same pid
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=self.group)
         log.close()  # the child holds its own descriptor
         self.wait_ready(timeout_s)
         return self
@@ -52,11 +60,26 @@ class ServerProcess:
         None where /proc is missing. Unlike wall time, it barely moves with other processes' load."""
         if self.proc is None:
             return None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        pids = _group_pids(self.proc.pid) if self.group else [self.proc.pid]
+        ticks = [t for t in (_cpu_ticks(pid) for pid in pids) if t is not None]
+        return sum(ticks) / os.sysconf("SC_CLK_TCK") if ticks else None
+
+    def pause(self) -> None:
+        """SIGSTOP (the group): an idle server that still polls (LitServe's workers do) takes no CPU
+        from another server under measurement. `resume` (or `stop`) continues it."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -83,14 +106,22 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM (graceful drain), then SIGKILL if it has not exited after `timeout_s`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc is None:
+            return None
         try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            self.resume()  # a paused server would not act on SIGTERM
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(10)
+        finally:
+            if self.group:  # workers the command left behind (LitServe's outlive a SIGTERM to their parent)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
 
     def __enter__(self) -> ServerProcess:
         return self.start() if self.proc is None else self
@@ -98,6 +129,27 @@ class ServerProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of one process from /proc (None where it is gone or /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (field 5 of /proc/PID/stat)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
 
 
 def lawm_serve_command(port: int, args: list[str]) -> list[str]:
