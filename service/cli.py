@@ -368,6 +368,7 @@ def bench_sessions(
     pairs: Annotated[int, typer.Option(help="warm step / cold plan pairs in the first phase")] = 8,
     control_hz: Annotated[float, typer.Option(help="control rate of every session")] = 1.0,
     samples: Annotated[int | None, typer.Option(help="planner samples of a cold plan (default: the preset's)")] = None,
+    warm_samples: Annotated[int | None, typer.Option(help="samples of warm steps (default: the server's, a quarter)")] = None,
     seed: Annotated[int, typer.Option(help="episode seed")] = 0,
     api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
     folder: Annotated[Path, typer.Option(help="the spawned server's log")] = Path("runs/bench-sessions"),
@@ -391,7 +392,7 @@ def bench_sessions(
         client = stack.enter_context(connect())
         info = client.http.get("/v1/models").json()["models"][0]
         bench = SessionBench(sessions=sessions, steps=steps, pairs=pairs, control_hz=control_hz, seed=seed,
-                             image_size=int(info["image_size"]),
+                             image_size=int(info["image_size"]), warm_samples=warm_samples,
                              overrides=(("samples", samples),) if samples is not None else ())
         load_before = os.getloadavg()
         result = run(bench, client, connect)

@@ -46,7 +46,9 @@ class SessionBench:
     seed: int = 0
     preset: str = "recon"
     overrides: tuple[tuple[str, Any], ...] = ()
-    ahead_tolerance: float = 0.25  # phase 3: a plan_ahead session's tolerance
+    ahead_tolerance: float = 0.25  # phase 2: a plan_ahead session's tolerance
+    warm_samples: int | None = None  # warm steps' samples (None: the server's default, a quarter)
+    cold_deadline_s: float = 60.0  # the first (cold) step is the robot's set-up, not a control step
 
     def __post_init__(self) -> None:
         if self.sessions < 1 or self.steps < 2 or self.pairs < 1:
@@ -68,7 +70,8 @@ class SessionBench:
     def open(self, client: Client, goal_image: np.ndarray, steps: int, **extra: Any) -> str:
         return client.create_session(
             goal=goal_image, preset=self.preset, overrides=dict(self.overrides) or None,
-            control_period_ms=self.period_s * 1000.0, ttl_s=max(60.0, 4 * self.period_s * steps), **extra,
+            control_period_ms=self.period_s * 1000.0, cold_deadline_ms=self.cold_deadline_s * 1000.0,
+            warm_samples=self.warm_samples, ttl_s=max(60.0, 4 * self.period_s * steps), **extra,
         ).session_id
 
 
