@@ -235,6 +235,8 @@ def eval_renders(
 
     result = render_quality(load_lam(checkpoint), strip=strip)
     result["command"] = f"lawm eval renders --checkpoint {checkpoint}" + (f" --strip {strip}" if strip else "")
+    if strip is not None:
+        result["images"] = [strip.as_posix()]
     print_table(result["title"], result["rows"])
     console.print(result["verdict"], highlight=False)
     write_json(json_path, result)

@@ -148,12 +148,19 @@ def plot_curves(curves: dict[str, Any], out: Path) -> Path | None:
     return _save(plt, fig, out)
 
 
+def _link(image: Path, docs: Path) -> str:
+    """`image` as a link from a page in `docs` (paths inside it become relative)."""
+    return image.relative_to(docs).as_posix() if image.is_relative_to(docs) else image.as_posix()
+
+
 def render(kind: str, folder: Path) -> str:
     sections = [HEADERS[kind]]
     for path in sorted(folder.glob("*.json")):
         payload = json.loads(path.read_text())
         text = render_section(path.stem, payload)
         images = [plot_section(path.stem, payload, folder.parent / "img" / f"{path.stem}.png")]
+        for image in payload.get("images", []):  # pictures an evaluation wrote itself (e.g. a strip of renders)
+            text += f"\n![{Path(image).stem}]({_link(Path(image), folder.parent)})\n"
         for i, curves in enumerate(payload.get("curves", [])):  # e.g. the sweep's training curves
             images.append(plot_curves(curves, folder.parent / "img" / f"{path.stem}-curves{i}.png"))
         for image in images:

@@ -128,12 +128,33 @@ def run_policy(
     }
 
 
+def verdict(rows: list[dict[str, Any]], period_s: float) -> str:
+    """The issue's bar (the model's success rate at least twice random's) and what the robot saw."""
+    by = {r["policy"]: r for r in rows}
+    model, random = by.get("model"), by.get("random")
+    if model is None or random is None:
+        return "needs both the model and the random policy"
+    met = model["success_rate"] >= 2 * random["success_rate"] and model["success_rate"] > 0
+    return (
+        f"success {model['success_rate']:.0%} +- {model['success_se']:.0%} vs random {random['success_rate']:.0%} "
+        f"(bar: at least 2x random's, above zero): {'pass' if met else 'FAIL'}; final distance "
+        f"{model['final_distance_m']:.2f} m vs random {random['final_distance_m']:.2f} m (start "
+        f"{model['start_distance_m']:.2f} m); warm steps p50 {model['step_p50_ms']:.0f} ms, "
+        f"{model['deadline_misses']} missed the {period_s * 1000:.0f} ms period"
+    )
+
+
 def run(bench: RobotBench, client: Client | None, **kwargs: Any) -> dict[str, Any]:
     """Every policy side by side; the result `lawm bench robot` prints and writes as JSON."""
     rows = [run_policy(bench, policy, client if policy == "model" else None, **kwargs) for policy in bench.policies]
     return {
-        "title": f"closed-loop navigation through the API: {bench.episodes} episodes x {bench.steps} steps at "
+        "title": f"Closed-loop navigation through the API: {bench.episodes} episodes x {bench.steps} steps at "
                  f"{bench.control_hz:g} Hz, success = final distance < {bench.success_m:g} m",
+        "protocol": f"the navigation simulator as the robot; start and goal poses {bench.goal_steps} random-walk "
+                    "actions apart, the goal given as its image; the model policy opens a plan session (cold first "
+                    "step under its own deadline) and executes each returned action at the control rate; the random "
+                    "policy draws uniform actions from the box",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in bench.__dict__.items()},
+        "verdict": verdict(rows, 1.0 / bench.control_hz) if {"model", "random"} <= set(bench.policies) else None,
         "rows": rows,
     }

@@ -49,5 +49,6 @@ def test_closed_loop_bench_through_the_api(tiny_model_repo: Path) -> None:
     assert model["deadline_misses"] == 0 and model["step_p50_ms"] == pytest.approx(100.0)
     assert clock.slept and all(s == pytest.approx(0.3) for s in clock.slept)  # 0.5 s period - 0.2 s used
     assert random["step_p50_ms"] is None
+    assert "bar: at least 2x random's" in result["verdict"] and result["protocol"]
     with pytest.raises(ValueError):
         RobotBench(policies=("oracle",))

@@ -26,3 +26,12 @@ def test_markdown_table_formats_floats() -> None:
 def test_rows_may_differ_in_their_columns_and_undefined_values_show_a_dash() -> None:
     lines = markdown_table([{"a": 1.0}, {"a": None, "b": "x"}]).splitlines()
     assert lines[0] == "| a | b |" and lines[2:] == ["| 1 |  |", "| — | x |"]
+
+
+def test_images_an_evaluation_wrote_are_linked_from_the_page(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    inside, outside = tmp_path / "img" / "strip.png", Path("/elsewhere/other.png")
+    (results / "renders.json").write_text(json.dumps({"title": "R", "rows": [], "images": [str(inside), str(outside)]}))
+    text = write_docs(tmp_path)[0].read_text()
+    assert "![strip](img/strip.png)" in text and "![other](/elsewhere/other.png)" in text
