@@ -323,6 +323,10 @@ def bench_robot(
     success_m: Annotated[float, typer.Option(help="success: final distance to the goal below this (m)")] = 0.5,
     samples: Annotated[int | None, typer.Option(help="planner samples of the first step (default: the preset's)")] = None,
     seed: Annotated[int, typer.Option(help="episode seed")] = 0,
+    policy: Annotated[list[str] | None, typer.Option(help="model, labelled, random (repeatable; default: model and "
+                                                     "random, and labelled with --labelled)")] = None,
+    labelled: Annotated[Path | None, typer.Option(help="checkpoint whose encoder the action-labelled WM is trained "
+                                                  "on (in this process) for the labelled policy")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LAWM_BENCH_API_KEY", help="bearer key to send")] = None,
     folder: Annotated[Path, typer.Option(help="the spawned server's log")] = Path("runs/bench-robot"),
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
@@ -337,19 +341,37 @@ def bench_robot(
     from service.bench.robot import RobotBench, run
     from service.client import Client
 
+    policies = tuple(policy or (("model", "labelled", "random") if labelled else ("model", "random")))
+    if "labelled" in policies and labelled is None:
+        raise typer.BadParameter("the labelled policy needs --labelled CHECKPOINT (the encoder it is trained on)")
+    overrides = (("samples", samples),) if samples is not None else ()
+    labelled_policy = None
+    if labelled is not None and "labelled" in policies:
+        from service.bench.labelled import LabelledPolicy
+
+        console.print("training the action-labelled world model for the labelled policy")
+        labelled_policy = LabelledPolicy(labelled, overrides=dict(overrides), seed=seed)
     with contextlib.ExitStack() as stack:
-        url = _served_url(stack, url, repo, model, version, runtime, folder / "serve.log")
-        client = stack.enter_context(Client(url, api_key=api_key, timeout_s=120.0))
-        info = client.http.get("/v1/models").json()["models"][0]
+        client, image_size = None, None
+        if "model" in policies:
+            url = _served_url(stack, url, repo, model, version, runtime, folder / "serve.log")
+            client = stack.enter_context(Client(url, api_key=api_key, timeout_s=120.0))
+            info = client.http.get("/v1/models").json()["models"][0]
+            image_size = int(info["image_size"])
+        elif labelled_policy is not None:
+            image_size = labelled_policy.model.cfg.encoder.image_size
         bench = RobotBench(episodes=episodes, steps=steps, goal_steps=goal_steps, control_hz=control_hz,
-                           success_m=success_m, image_size=int(info["image_size"]), seed=seed,
-                           overrides=(("samples", samples),) if samples is not None else ())
+                           success_m=success_m, image_size=image_size or 128, seed=seed, overrides=overrides,
+                           policies=policies)
         load_before = os.getloadavg()
-        result = run(bench, client)
+        result = run(bench, client, labelled=labelled_policy)
     result["machine"], result["load_average"] = machine(), load_average(load_before, os.getloadavg())
     result["command"] = "lawm " + " ".join(a for a in sys.argv[1:] if a)
-    result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
+    if client is not None:
+        result["model"] = {k: info[k] for k in ("name", "version", "runtime")}
     print_table(result["title"], result["rows"])
+    if result.get("verdict"):
+        console.print(result["verdict"], highlight=False)
     write_json(json_path, result)
 
 

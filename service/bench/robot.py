@@ -26,7 +26,7 @@ import numpy as np
 from service.client import Client
 from training.envs.navigation import NavigationEnv
 
-POLICIES = ("model", "random")
+POLICIES = ("model", "labelled", "random")  # labelled: the action-labelled WM, in-process (needs `labelled=`)
 COLD_DEADLINE_S = 60.0
 
 
@@ -41,7 +41,7 @@ class RobotBench:
     seed: int = 0
     preset: str = "recon"
     overrides: tuple[tuple[str, Any], ...] = ()
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] = ("model", "random")
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.steps < 1 or self.goal_steps < 1:
@@ -73,8 +73,12 @@ def _se(values: list[float]) -> float:
 def run_policy(
     bench: RobotBench, policy: str, client: Client | None, *,
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    labelled: Any = None,
 ) -> dict[str, Any]:
-    """Every episode under one policy; returns the policy's row of figures."""
+    """Every episode under one policy; returns the policy's row of figures. `labelled`: a
+    `service.bench.labelled.LabelledPolicy` for the "labelled" policy."""
+    if policy == "labelled" and labelled is None:
+        raise ValueError("the labelled policy needs a LabelledPolicy (lawm bench robot --labelled CHECKPOINT)")
     period = 1.0 / bench.control_hz
     distances, starts, latencies, misses, rates = [], [], [], 0, []
     for episode in range(bench.episodes):
@@ -89,6 +93,8 @@ def run_policy(
                 control_period_ms=period * 1000.0, ttl_s=max(60.0, 4 * period * bench.steps),
                 cold_deadline_ms=COLD_DEADLINE_S * 1000.0,  # the first plan is the set-up, before the loop's clock
             )
+        elif policy == "labelled":
+            labelled.start(goal_image)
         started = clock()
         try:
             for t in range(bench.steps):
@@ -96,6 +102,8 @@ def run_policy(
                 if session is not None and client is not None:
                     step = client.step(session.session_id, env.render(), step=t)
                     action = step.actions_now[0]
+                elif policy == "labelled":
+                    action = labelled.act(env.render())
                 else:
                     action = rng.uniform(NavigationEnv.ACTION_LOW, NavigationEnv.ACTION_HIGH)
                 took = clock() - tick
@@ -130,8 +138,8 @@ def run_policy(
 
 def verdict(rows: list[dict[str, Any]], period_s: float) -> str:
     """The issue's bar (the model's success rate at least twice random's) and what the robot saw."""
-    by = {r["policy"]: r for r in rows}
-    model, random = by.get("model"), by.get("random")
+    by = {r["policy"].split(" ")[0]: r for r in rows}
+    model, random, labelled = by.get("model"), by.get("random"), by.get("labelled")
     if model is None or random is None:
         return "needs both the model and the random policy"
     met = model["success_rate"] >= 2 * random["success_rate"] and model["success_rate"] > 0
@@ -141,12 +149,17 @@ def verdict(rows: list[dict[str, Any]], period_s: float) -> str:
         f"{model['final_distance_m']:.2f} m vs random {random['final_distance_m']:.2f} m (start "
         f"{model['start_distance_m']:.2f} m); warm steps p50 {model['step_p50_ms']:.0f} ms, "
         f"{model['deadline_misses']} missed the {period_s * 1000:.0f} ms period"
+        + ("" if labelled is None else f"; the action-labelled WM: success {labelled['success_rate']:.0%}, final "
+           f"distance {labelled['final_distance_m']:.2f} m")
     )
 
 
 def run(bench: RobotBench, client: Client | None, **kwargs: Any) -> dict[str, Any]:
     """Every policy side by side; the result `lawm bench robot` prints and writes as JSON."""
     rows = [run_policy(bench, policy, client if policy == "model" else None, **kwargs) for policy in bench.policies]
+    for row in rows:
+        if row["policy"] == "labelled":
+            row["policy"] = "labelled (action-labelled WM, in-process)"
     return {
         "title": f"Closed-loop navigation through the API: {bench.episodes} episodes x {bench.steps} steps at "
                  f"{bench.control_hz:g} Hz, success = final distance < {bench.success_m:g} m",
