@@ -51,6 +51,12 @@ def media_type(request: Request) -> str:
     return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
+def is_upload(request: Request) -> bool:
+    """A file upload (multipart or a raw video/image body): what the decode stage will work on."""
+    kind = media_type(request)
+    return kind == "multipart/form-data" or kind.startswith(("video/", "image/"))
+
+
 def parse_json(model: type[M], raw: bytes | str, prefix: tuple[str, ...] = ()) -> M:
     """Validate JSON text against `model`; a failure becomes a 422 naming each bad field."""
     try:

@@ -77,6 +77,12 @@ class Stage:
         self._reject("queue_full")
         raise QueueFull(f"the '{self.name}' stage is full: {why}", retry_after_s=max(retry, 1.0))
 
+    def at_the_door(self) -> None:
+        """Before a request's body is read: refuse it at once (QueueFull) when the work already
+        admitted is over budget even for the smallest request. Reading and probing an upload costs
+        CPU and time that a request refused afterwards should never have had."""
+        self.admit(1.0)
+
     async def run(self, fn: Callable[[], T], work: float, deadline: float | None = None) -> T:
         """Admit `work` units (or raise QueueFull), wait for a slot, run `fn()` in the stage's
         threads, and learn its seconds per unit. With a `deadline` (absolute `time.monotonic()`),

@@ -24,7 +24,7 @@ from service.inference.goals import goal_id
 from service.inference.planner import finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
-from service.inputs import cancel_on_disconnect, media_type, npy_response, read_body, wants_npy
+from service.inputs import cancel_on_disconnect, is_upload, media_type, npy_response, read_body, wants_npy
 from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
 from service.openapi import errors
 from service.schemas import (
@@ -106,6 +106,8 @@ async def latent_actions(
     t0 = time.perf_counter()
     deadline = deadline_of(deadline_ms, time.monotonic())
     limits = limits_of(engine, settings)
+    if is_upload(request):
+        decode.at_the_door()  # an overloaded decode stage refuses before the upload is read
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes,
                            options_field=False)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
@@ -175,6 +177,8 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, d
     start = time.monotonic()
     geo = engine.geo
     limits = limits_of(engine, settings)
+    if is_upload(request):
+        decode.at_the_door()
     body = await read_body(request, RolloutRequest, upload_fields=("context",), max_part_bytes=settings.max_json_bytes,
                            accept_raw=False)
     options = body.options

@@ -57,6 +57,25 @@ async def test_a_full_decode_stage_answers_429_at_once(served: tuple[httpx.Async
     assert r.status_code == 200
 
 
+async def test_a_full_decode_stage_refuses_an_upload_before_reading_it(served: tuple[httpx.AsyncClient, Any]) -> None:
+    client, app = served
+    stage = app.state.decode_stage
+    read: list[int] = []
+
+    async def upload() -> AsyncIterator[bytes]:
+        read.append(1)  # the server asked for the body
+        yield mp4(16)
+
+    stage.backlog += 100  # every frame of its budget is taken: not even one more fits
+    try:
+        r = await client.post("/v1/latent-actions", content=upload(), headers={"content-type": "video/mp4"})
+        frames = await client.post("/v1/latent-actions", json={"frames": [[[[0, 0, 0]] * 32] * 32] * 4})
+    finally:
+        stage.backlog -= 100
+    assert r.status_code == 429 and r.json()["error"]["code"] == "overloaded" and read == []
+    assert frames.status_code != 429  # JSON frames never reach the decode stage: not refused for its backlog
+
+
 async def test_a_full_job_queue_answers_429_before_reading_the_body(served: tuple[httpx.AsyncClient, Any]) -> None:
     client, app = served
     await app.state.jobs.store.create(JobSpec("transfer", {}, {}, "held"))  # queued, never run: the queue is full
