@@ -79,7 +79,8 @@ class SessionRequest(RequestBody):
                          "shifts the previous plan by this many)")
     history_context: bool = Field(
         False, description="plan with the session's earlier frames (and the IDM's latents between them) as "
-        "the world model's context; meaningful when the control period matches the model's state period")
+        "the world model's context (implies context 'full'); meaningful when the control period matches the "
+        "model's state period")
     plan_ahead: bool = Field(
         False, description="while the robot executes a step's actions, search the next step's plan from the "
         "world model's predicted state; the next step answers it at once when the real frame's state is within "
@@ -234,6 +235,12 @@ async def create_session(
     assert geo.action_dim is not None
     bounds = (body.action_low, body.action_high) if body.action_low is not None and body.action_high is not None else None
     cold = planner_config(body.preset, geo.action_dim, bounds, body.overrides, settings.max_plan_rows)
+    if body.history_context:  # the observed frames are the world model's context: only a context-keeping step reads it
+        if body.overrides.get("context", "full") != "full":
+            raise ApiError(422, "invalid_planner_settings",
+                           "history_context plans with the observed frames as the world model's context, which "
+                           "needs context 'full'", "drop overrides.context or set it to \"full\"")
+        cold = dataclasses.replace(cold, context="full")
     try:
         warm = warm_config(cold, body.warm_samples, body.warm_iterations)
     except ValueError as err:  # e.g. warm samples below the elites

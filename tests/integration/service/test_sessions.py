@@ -227,7 +227,10 @@ async def test_history_context_plans_as_the_offline_planner(
 ) -> None:
     client, _ = served
     info = await create(client, history_context=True)
-    assert info["history_context"] is True
+    assert info["history_context"] is True and info["planner"]["context"] == info["warm_planner"]["context"] == "full"
+    refused = await client.post("/v1/sessions", json={"goal": png_b64(image(0)), **SETTINGS, "history_context": True,
+                                                      "overrides": {**SETTINGS["overrides"], "context": "one-frame"}})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_planner_settings")
     step = f"/v1/sessions/{info['session_id']}/step"
     frames = [image(11), image(12)]
     answers = [(await client.post(step, json={"frame": png_b64(f)})).json() for f in frames]
@@ -287,7 +290,7 @@ async def test_planning_ahead_answers_the_plan_searched_from_the_predicted_state
     predicted, _ = controller_step(call, s0[None], np.asarray(one["actions_now"], np.float32))  # [1, N, D]
     goal = torch.from_numpy(offline_observation(offline_model, image(0)))
     warm = dataclasses.replace(PlannerConfig(**info["warm_planner"]), seed=info["warm_planner"]["seed"] + 1)
-    expected = plan(planner_step(offline_model, context="full"), get_cost(warm.cost), torch.from_numpy(predicted[0]),
+    expected = plan(planner_step(offline_model, context=warm.context), get_cost(warm.cost), torch.from_numpy(predicted[0]),
                     goal, warm, initial_mean=torch.from_numpy(shifted(np.asarray(one["actions"], np.float32), 1)))
     np.testing.assert_allclose(two["actions"], expected.actions.numpy(), atol=1e-5)
     assert two["ahead_error"] == pytest.approx(relative_error(s1, predicted[0]), rel=1e-4)

@@ -186,18 +186,21 @@ async def test_goal_and_plan_match_the_offline_planner(
     again = await app_client.post("/v1/goals", files={"image": ("g.png", base64.b64decode(png_b64(frames[12])))})
     assert again.json()["goal_id"] == goal_id  # the same picture, the same id, whatever the form
 
-    overrides = {"horizon": 3, "samples": 24, "elites": 4, "iterations": 2, "seed": 5}
-    request = {"observation": png_b64(frames[0]), "goal_id": goal_id, "overrides": overrides}
-    response = await app_client.post("/v1/plan", json=request)
-    assert response.status_code == 200, response.text
-    body = response.json()
-
-    cfg = preset("recon", **overrides)  # the preset made for 3-d actions
     start = torch.from_numpy(offline_observation(offline_model, frames[0]))
     target = torch.from_numpy(offline_observation(offline_model, frames[12]))
-    assert cfg.context == "full"  # the default: each candidate keeps its context, through the KV components
-    expected = plan(planner_step(offline_model, context=cfg.context), get_cost(cfg.cost), start, target, cfg)
-    np.testing.assert_allclose(np.asarray(body["actions"]), expected.actions.numpy(), rtol=1e-5, atol=1e-6)
+    # the default (one-frame) and full context (each candidate keeps its context, through the KV components)
+    for context in (None, "full"):
+        overrides = {"horizon": 3, "samples": 24, "elites": 4, "iterations": 2, "seed": 5}
+        if context is not None:
+            overrides["context"] = context
+        request = {"observation": png_b64(frames[0]), "goal_id": goal_id, "overrides": overrides}
+        response = await app_client.post("/v1/plan", json=request)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        cfg = preset("recon", **overrides)  # the preset made for 3-d actions
+        assert cfg.context == (context or "one-frame")
+        expected = plan(planner_step(offline_model, context=cfg.context), get_cost(cfg.cost), start, target, cfg)
+        np.testing.assert_allclose(np.asarray(body["actions"]), expected.actions.numpy(), rtol=1e-5, atol=1e-6)
     assert body["cost"] == pytest.approx(expected.cost, rel=1e-4)
     assert (body["iterations"], body["evaluations"], body["deadline_hit"]) == (2, 48, False)
     assert body["planner"]["samples"] == 24 and body["planner"]["straight_line"] is True
@@ -228,8 +231,8 @@ async def test_concurrent_plans_share_batches(app_client: httpx.AsyncClient, car
     results = await asyncio.gather(*(one(seed) for seed in range(4)))
     assert all(len(r["actions"]) == 2 for r in results)
     after = (await app_client.get("/metrics")).text
-    # full-context planning (the default): the first step prefills, the second runs on the KV cache
-    world_model = ("world_model_prefill", "world_model_kv_step")
+    # one-frame planning (the default): every step of every candidate is one world_model_step row
+    world_model = ("world_model_step",)
     rows = sum(metric(after, "lawm_batch_size_sum", component=c) - metric(before, "lawm_batch_size_sum", component=c)
                for c in world_model)
     batches = sum(metric(after, "lawm_batch_size_count", component=c)

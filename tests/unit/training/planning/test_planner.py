@@ -416,6 +416,6 @@ def test_cem_plans_through_a_context_step_in_one_batched_call_per_horizon_step()
 
 
 def test_context_is_validated_and_kept_by_presets() -> None:
-    assert preset("recon").context == "full" and preset("recon", context="one-frame").context == "one-frame"
+    assert preset("recon").context == "one-frame" and preset("recon", context="full").context == "full"
     with pytest.raises(ValueError, match="context must be one of"):
         cfg(context="two-frames")
