@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     max_queue_rows: int = Field(4096, ge=1)  # queued rows per component before 429
     # work queued ahead of a request (at its priority and above, at the measured time per row) above
     # this answers 429 at once, with Retry-After: shed load instead of queueing it for minutes
-    max_queue_wait_s: float = Field(10.0, gt=0)
+    max_queue_wait_s: float = Field(2.0, gt=0)
 
     # --- auth: bearer API keys; empty means no auth
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     # --- admission before the bottleneck: uploads decode in a stage of their own
     decode_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)  # decodes at once
     decode_max_backlog_frames: int = Field(20_000, ge=1)  # source frames admitted and not yet decoded
-    decode_max_wait_s: float = Field(5.0, gt=0)  # a backlog estimated to take longer answers 429 at once
+    # a backlog estimated to take longer answers 429 at once: about the latency of a request at 0.8x
+    # saturation, so what is admitted past saturation waits little more than it would below it
+    decode_max_wait_s: float = Field(1.0, gt=0)
 
     # --- slow and numerous clients (see service.server)
     header_timeout_s: float = Field(10.0, gt=0)  # a connection's first request headers must arrive within this
