@@ -1,6 +1,12 @@
 """Time to first /livez 200 and /readyz 200 of a `lawm serve` command, and its RSS once ready."""
-import json, os, signal, subprocess, sys, time
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
 import httpx
 
 cwd, port, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
