@@ -74,10 +74,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = Engine(settings, app.state.metrics)
     app.state.engine = engine
     app.state.goals, app.state.latents = build_caches(settings)  # shared through Redis when configured
-    app.state.plan_slots = PlanSlots(settings.max_concurrent_plans)
+    app.state.plan_slots = PlanSlots(settings.max_concurrent_plans, nice=settings.worker_nice)
     app.state.decode_stage = Stage(
         "decode", settings.decode_concurrency, settings.decode_max_backlog_frames, settings.decode_max_wait_s,
-        app.state.metrics.batcher("decode"),
+        app.state.metrics.batcher("decode"), nice=settings.worker_nice,
     )
     app.state.sessions = SessionStore(settings.max_sessions)  # per replica: see service.inference.sessions
     app.state.jobs = build_job_runner(settings, engine, app.state.metrics)  # its jobs wait for the engine

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # a backlog estimated to take longer answers 429 at once: about the latency of a request at 0.8x
     # saturation, so what is admitted past saturation waits little more than it would below it
     decode_max_wait_s: float = Field(1.0, gt=0)
+    # CPU work (decode, model, planning) runs in threads this much nicer than the event loop, so that
+    # 429s at the door and /livez answer at once while every core is busy (service.inference.threads)
+    worker_nice: int = Field(5, ge=0, le=19)
 
     # --- slow and numerous clients (see service.server)
     header_timeout_s: float = Field(10.0, gt=0)  # a connection's first request headers must arrive within this

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from service.inference.errors import (
     RequestTooLarge,
 )
 from service.inference.queue import Batch, BatchQueue, Pending, Priority, Slice, signature_of
+from service.inference.threads import worker_pool
 
 if TYPE_CHECKING:
     from service.metrics import BatcherMetrics
@@ -131,7 +132,10 @@ class DynamicBatcher:
         max_queue_wait_s: float | None = None,
         metrics: BatcherMetrics | None = None,
         executor: Executor | None = None,
+        nice: int = 0,
     ) -> None:
+        """`nice`: when the batcher makes its own thread, it runs this much below the event loop
+        (service.inference.threads); onnxruntime's pools started from it inherit that."""
         if max_queue_rows < max_batch_size:
             raise ValueError(
                 f"max_queue_rows ({max_queue_rows}) of batcher '{name}' must be >= max_batch_size ({max_batch_size}), "
@@ -147,6 +151,7 @@ class DynamicBatcher:
         self._queue = BatchQueue(max_batch_size, max_queue_delay_ms / 1000.0)
         self._executor = executor
         self._own_executor = executor is None
+        self._nice = nice
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._accepting = False
@@ -167,7 +172,7 @@ class DynamicBatcher:
         if self.running:
             return
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{self.name}")
+            self._executor = worker_pool(1, f"batcher-{self.name}", self._nice)
         self._accepting = True
         self._task = asyncio.create_task(self._own_queue(), name=f"batcher-{self.name}")
 
@@ -207,15 +212,7 @@ class DynamicBatcher:
                 f"retry in about {retry:.2f} s",
                 retry_after_s=retry,
             )
-        wait = self.estimated_wait(Priority(priority))
-        if self.max_queue_wait_s is not None and wait is not None and wait > self.max_queue_wait_s:
-            self._reject("queue_wait")
-            retry = round(max(wait - self.max_queue_wait_s, 0.001), 3)  # until the backlog is within budget
-            raise BacklogTooLong(
-                f"about {wait:.2f} s of '{self.name}' work is queued ahead of this request, more than its "
-                f"{self.max_queue_wait_s:g} s budget; retry in about {retry:.2f} s",
-                retry_after_s=retry,
-            )
+        self.check_wait(Priority(priority))
         request = Pending(
             inputs=inputs, rows=rows, priority=Priority(priority), arrival=now, deadline=deadline,
             signature=signature_of(inputs), future=asyncio.get_running_loop().create_future(),
@@ -342,6 +339,21 @@ class DynamicBatcher:
             self._fail(request, error)
 
     # ------------------------------------------------------------------ bookkeeping
+    def check_wait(self, priority: Priority) -> None:
+        """Raise BacklogTooLong (429 with Retry-After) when the work queued ahead of a request at
+        `priority` is estimated to take longer than the wait budget. `submit` checks it; a route
+        checks it at the door too, before the request's body is read and decoded."""
+        wait = self.estimated_wait(priority)
+        if self.max_queue_wait_s is None or wait is None or wait <= self.max_queue_wait_s:
+            return
+        self._reject("queue_wait")
+        retry = round(max(wait - self.max_queue_wait_s, 0.001), 3)  # until the backlog is within budget
+        raise BacklogTooLong(
+            f"about {wait:.2f} s of '{self.name}' work is queued ahead of this request, more than its "
+            f"{self.max_queue_wait_s:g} s budget; retry in about {retry:.2f} s",
+            retry_after_s=retry,
+        )
+
     def estimated_wait(self, priority: Priority) -> float | None:
         """Seconds before a request at `priority` would start: the batch in flight and the queued rows
         that run before it (its level and above), at the recent compute time per row; None until a

@@ -27,6 +27,7 @@ from exporters.runtime import LoadedModel
 from service.exporting import ExportProgress
 from service.inference.batching import DynamicBatcher, Priority
 from service.inference.errors import MissingComponent
+from service.inference.threads import run_nicer
 from service.inference.warmup import warm_shapes
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -159,7 +160,9 @@ class Engine:
         """Open and verify the model, then start one batcher per component."""
         self.state = "loading"
         t0 = time.perf_counter()
-        self.model, fps = await asyncio.to_thread(load_served_model, self.settings)
+        # opened in a nicer thread: the runtime's own thread pools inherit its priority
+        nice = self.settings.worker_nice
+        self.model, fps = await asyncio.to_thread(run_nicer, lambda: load_served_model(self.settings), nice, "load")
         self.geometry = geometry_of(self.model, fps)
         self.load_seconds["load"] = time.perf_counter() - t0
         for name, component in self.model.components.items():
@@ -172,6 +175,7 @@ class Engine:
                 max_queue_rows=max(self.settings.max_queue_rows, limit),
                 max_queue_wait_s=self.settings.max_queue_wait_s,
                 metrics=self.metrics.batcher(name) if self.metrics is not None else None,
+                nice=nice,
             )
             await batcher.start()
             self.batchers[name] = batcher
@@ -238,6 +242,14 @@ class Engine:
         self.state = "stopped"
 
     # ------------------------------------------------------------------ calls
+    def at_the_door(self, components: tuple[str, ...], priority: Priority) -> None:
+        """Before a request is read: refuse it (BacklogTooLong, 429) when a queue it will join is
+        already over its wait budget, rather than after its upload was read and decoded in vain."""
+        for name in components:
+            batcher = self.batchers.get(name)
+            if batcher is not None:
+                batcher.check_wait(priority)
+
     def require(self, component: str) -> None:
         """Refuse early, with how to fix it, when the model lacks a component (e.g. no controller)."""
         if component in self.batchers:

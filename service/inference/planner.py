@@ -9,7 +9,6 @@ and world-model calls of concurrent plans (and of other requests) meet in the sa
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -24,6 +23,7 @@ from service.inference.bridge import EngineBridge
 from service.inference.engine import Engine
 from service.inference.errors import DeadlineExceeded, PlanRejected, TooManyPlans
 from service.inference.queue import Priority
+from service.inference.threads import worker_pool
 from training.planning import PRESETS, Plan, PlannerConfig, SearchStopped, get_cost, plan, preset
 
 PLANNER_FIELDS = {f.name for f in dataclasses.fields(PlannerConfig)}
@@ -94,10 +94,11 @@ class PlanSlots:
     """At most `limit` plans at once (each holds a thread); more are answered 429 at once rather
     than queued where no one can see them."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, nice: int = 0) -> None:
+        """`nice`: the search threads run this much below the event loop (service.inference.threads)."""
         self.limit = limit
         self.active = 0
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="planner")
+        self.executor = worker_pool(limit, "planner", nice)
 
     def acquire(self) -> None:
         if self.active >= self.limit:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from service.inference.errors import DeadlineExceeded, QueueFull
+from service.inference.threads import worker_pool
 
 if TYPE_CHECKING:
     from service.metrics import BatcherMetrics
@@ -39,8 +39,10 @@ class Stage:
     """See the module docstring. One per kind of work (e.g. "decode"), shared by every route."""
 
     def __init__(
-        self, name: str, concurrency: int, max_backlog: float, max_wait_s: float, metrics: BatcherMetrics | None = None
+        self, name: str, concurrency: int, max_backlog: float, max_wait_s: float, metrics: BatcherMetrics | None = None,
+        nice: int = 0,
     ) -> None:
+        """`nice`: the stage's threads run this much below the event loop (service.inference.threads)."""
         if concurrency < 1:
             raise ValueError(f"stage {name!r}: concurrency must be >= 1, got {concurrency}")
         self.name, self.concurrency = name, concurrency
@@ -49,7 +51,7 @@ class Stage:
         self.seconds_per_unit: float | None = None  # measured; None until the first job finished
         self.metrics = metrics  # lawm_queue_depth{component=name} in work units, lawm_rejections_total
         self._slots = asyncio.Semaphore(concurrency)
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"stage-{name}")
+        self._executor = worker_pool(concurrency, f"stage-{name}", nice)
 
     def estimated_wait_s(self, extra: float = 0.0) -> float | None:
         """Seconds until `backlog + extra` units are done at the measured rate (None: not measured yet)."""

@@ -106,8 +106,9 @@ async def latent_actions(
     t0 = time.perf_counter()
     deadline = deadline_of(deadline_ms, time.monotonic())
     limits = limits_of(engine, settings)
+    engine.at_the_door(("encoder", "idm"), Priority.INTERACTIVE)  # queues over budget refuse before the body is read
     if is_upload(request):
-        decode.at_the_door()  # an overloaded decode stage refuses before the upload is read
+        decode.at_the_door()  # so does an overloaded decode stage
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes,
                            options_field=False)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
@@ -177,6 +178,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, d
     start = time.monotonic()
     geo = engine.geo
     limits = limits_of(engine, settings)
+    engine.at_the_door(("encoder",), Priority.INTERACTIVE)
     if is_upload(request):
         decode.at_the_door()
     body = await read_body(request, RolloutRequest, upload_fields=("context",), max_part_bytes=settings.max_json_bytes,

@@ -76,6 +76,32 @@ async def test_a_full_decode_stage_refuses_an_upload_before_reading_it(served: t
     assert frames.status_code != 429  # JSON frames never reach the decode stage: not refused for its backlog
 
 
+async def test_an_encoder_queue_over_its_wait_budget_refuses_before_the_body_is_read(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    """The model's queues are checked at the door too: a request they would refuse after decoding is
+    refused before its upload is read (no decode spent on it), with the batcher's Retry-After."""
+    client, app = served
+    encoder = app.state.engine.batchers["encoder"]
+    read: list[int] = []
+
+    async def upload() -> AsyncIterator[bytes]:
+        read.append(1)
+        yield mp4(16)
+
+    measured = encoder._seconds_per_row
+    encoder._seconds_per_row = 1.0  # as if each row took a second: a batch in flight is over budget
+    encoder._inflight_batch = type("Held", (), {"rows": 10})()
+    try:
+        r = await client.post("/v1/latent-actions", content=upload(), headers={"content-type": "video/mp4"})
+    finally:
+        encoder._seconds_per_row, encoder._inflight_batch = measured, None
+    assert r.status_code == 429 and read == [], r.text
+    assert "budget" in r.json()["error"]["message"] and float(r.headers["retry-after"]) >= 1
+    r = await client.post("/v1/latent-actions", content=mp4(16), headers={"content-type": "video/mp4"})
+    assert r.status_code == 200
+
+
 async def test_a_full_job_queue_answers_429_before_reading_the_body(served: tuple[httpx.AsyncClient, Any]) -> None:
     client, app = served
     await app.state.jobs.store.create(JobSpec("transfer", {}, {}, "held"))  # queued, never run: the queue is full
