@@ -339,18 +339,22 @@ class DynamicBatcher:
             self._fail(request, error)
 
     # ------------------------------------------------------------------ bookkeeping
-    def check_wait(self, priority: Priority) -> None:
+    def check_wait(self, priority: Priority, share: float = 1.0) -> None:
         """Raise BacklogTooLong (429 with Retry-After) when the work queued ahead of a request at
-        `priority` is estimated to take longer than the wait budget. `submit` checks it; a route
-        checks it at the door too, before the request's body is read and decoded."""
+        `priority` is estimated to take longer than `share` of the wait budget. `submit` checks the
+        whole budget; a route checks a share of it at the door, before the request's body is read
+        and decoded, which leaves the rest for what the requests already past the door will add."""
         wait = self.estimated_wait(priority)
-        if self.max_queue_wait_s is None or wait is None or wait <= self.max_queue_wait_s:
+        if self.max_queue_wait_s is None or wait is None:
+            return
+        budget = share * self.max_queue_wait_s
+        if wait <= budget:
             return
         self._reject("queue_wait")
-        retry = round(max(wait - self.max_queue_wait_s, 0.001), 3)  # until the backlog is within budget
+        retry = round(max(wait - budget, 0.001), 3)  # until the backlog is within budget
         raise BacklogTooLong(
             f"about {wait:.2f} s of '{self.name}' work is queued ahead of this request, more than its "
-            f"{self.max_queue_wait_s:g} s budget; retry in about {retry:.2f} s",
+            f"{budget:g} s budget; retry in about {retry:.2f} s",
             retry_after_s=retry,
         )
 

@@ -27,6 +27,7 @@ from exporters.runtime import LoadedModel
 from service.exporting import ExportProgress
 from service.inference.batching import DynamicBatcher, Priority
 from service.inference.errors import MissingComponent
+from service.inference.stage import DOOR_SHARE
 from service.inference.threads import run_nicer
 from service.inference.warmup import warm_shapes
 from service.metrics import ServiceMetrics
@@ -244,11 +245,12 @@ class Engine:
     # ------------------------------------------------------------------ calls
     def at_the_door(self, components: tuple[str, ...], priority: Priority) -> None:
         """Before a request is read: refuse it (BacklogTooLong, 429) when a queue it will join is
-        already over its wait budget, rather than after its upload was read and decoded in vain."""
+        already over DOOR_SHARE of its wait budget, rather than after its upload was read and decoded
+        in vain (the rest of the budget is headroom for the requests already past the door)."""
         for name in components:
             batcher = self.batchers.get(name)
             if batcher is not None:
-                batcher.check_wait(priority)
+                batcher.check_wait(priority, DOOR_SHARE)
 
     def require(self, component: str) -> None:
         """Refuse early, with how to fix it, when the model lacks a component (e.g. no controller)."""

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Share of a wait budget a request may find queued when it arrives (before its body is read); the
+# rest is headroom for the requests already admitted and still being read or decoded.
+DOOR_SHARE = 0.5
 # Weight of the newest measurement in the seconds-per-unit average: recent enough to follow a
 # change of load, smooth enough that one odd file does not swing the estimate.
 _EWMA = 0.2
@@ -59,31 +62,35 @@ class Stage:
             return None
         return (self.backlog + extra) * self.seconds_per_unit / self.concurrency
 
-    def admit(self, work: float) -> None:
-        """Raise QueueFull (with Retry-After) unless `work` more units fit; see the module docstring."""
+    def admit(self, work: float, share: float = 1.0) -> None:
+        """Raise QueueFull (with Retry-After) unless `work` more units fit within `share` of the
+        wait budget; see the module docstring."""
         if self.backlog == 0:
             return  # an idle stage takes anything: one request is never refused for its own size
+        budget = share * self.max_wait_s
         wait = self.estimated_wait_s(work)
         over_work = self.backlog + work > self.max_backlog
-        over_time = wait is not None and wait > self.max_wait_s
+        over_time = wait is not None and wait > budget
         if not (over_work or over_time):
             return
         rate = self.seconds_per_unit
         # seconds until enough of the backlog is done for this request to fit again
         excess = max(self.backlog + work - self.max_backlog, 0.0)
         if rate is not None:
-            excess = max(excess, self.backlog + work - self.max_wait_s * self.concurrency / rate)
+            excess = max(excess, self.backlog + work - budget * self.concurrency / rate)
         retry = excess * rate / self.concurrency if rate is not None else 1.0
-        why = (f"its estimated wait is {wait:.1f} s (budget {self.max_wait_s:g} s)" if over_time
+        why = (f"its estimated wait is {wait:.1f} s (budget {budget:g} s)" if over_time
                else f"it holds {self.backlog:g} units of work (at most {self.max_backlog:g})")
         self._reject("queue_full")
         raise QueueFull(f"the '{self.name}' stage is full: {why}", retry_after_s=max(retry, 1.0))
 
     def at_the_door(self) -> None:
         """Before a request's body is read: refuse it at once (QueueFull) when the work already
-        admitted is over budget even for the smallest request. Reading and probing an upload costs
-        CPU and time that a request refused afterwards should never have had."""
-        self.admit(1.0)
+        admitted is over DOOR_SHARE of the budget even for the smallest request. Reading and probing
+        an upload costs CPU and time that a request refused afterwards should never have had; the
+        rest of the budget is kept for the uploads already past the door, so that few of them are
+        refused late, after their body was read."""
+        self.admit(1.0, DOOR_SHARE)
 
     async def run(self, fn: Callable[[], T], work: float, deadline: float | None = None) -> T:
         """Admit `work` units (or raise QueueFull), wait for a slot, run `fn()` in the stage's

@@ -234,13 +234,16 @@ def test_backlog_longer_than_the_wait_budget_is_shed_by_priority() -> None:
         await until(lambda: b.queue_rows == 2)
         assert b.estimated_wait(Priority.INTERACTIVE) == 2.0  # renders run after interactive calls
         assert b.estimated_wait(Priority.RENDER) == 4.0
+        b.check_wait(Priority.INTERACTIVE)  # 2 s within the 3.5 s budget ...
+        with pytest.raises(QueueFull, match="1.75 s budget"):  # ... but over the door's half of it
+            b.check_wait(Priority.INTERACTIVE, 0.5)
         with pytest.raises(QueueFull, match="budget") as info:
             await b.submit(rows([7.0]), priority=Priority.RENDER)
         assert info.value.reason == "queue_wait" and info.value.retry_after_s == pytest.approx(0.5)
         interactive = asyncio.create_task(b.submit(rows([8.0]), priority=Priority.INTERACTIVE))  # 2 s: admitted
         await until(lambda: b.queue_rows == 3)
         assert metrics.registry.get_sample_value(
-            "lawm_rejections_total", {"component": "doubler", "reason": "queue_wait"}) == 1.0
+            "lawm_rejections_total", {"component": "doubler", "reason": "queue_wait"}) == 2.0
         fn.release()
         await asyncio.gather(first, renders, interactive)
         assert 7.0 not in fn.seen()

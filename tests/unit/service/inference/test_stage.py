@@ -87,6 +87,24 @@ def test_the_wait_budget_uses_the_measured_rate_for_retry_after() -> None:
     asyncio.run(go())
 
 
+def test_the_door_keeps_half_the_budget_for_requests_already_past_it() -> None:
+    async def go() -> None:
+        stage, gate = Stage("decode", concurrency=1, max_backlog=10**6, max_wait_s=2.0), Gate()
+        stage.seconds_per_unit = 0.1
+        running = asyncio.ensure_future(stage.run(gate.work, 15))  # 1.5 s of wait queued
+        await until(lambda: stage.backlog == 15)
+        stage.admit(4)  # 1.9 s: within the whole budget, so a request past the door still fits
+        with pytest.raises(QueueFull, match=r"budget 1 s") as info:
+            stage.at_the_door()  # 1.6 s > half the budget: refused before its body is read
+        assert info.value.retry_after_s == pytest.approx(1.0)  # 6 frames over, 0.6 s -> at least 1
+        gate.open.set()
+        await running
+        stage.at_the_door()  # idle again: admitted
+        stage.close()
+
+    asyncio.run(go())
+
+
 def test_uploads_enter_the_stage_with_their_frames_as_work() -> None:
     async def go() -> None:
         stage = Stage("decode", concurrency=1, max_backlog=10, max_wait_s=60)
