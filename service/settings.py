@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     max_queue_rows: int = Field(4096, ge=1)  # queued rows per component before 429
     # work queued ahead of a request (at its priority and above, at the measured time per row) above
     # this answers 429 at once, with Retry-After: shed load instead of queueing it for minutes
-    max_queue_wait_s: float = Field(1.0, gt=0)
+    max_queue_wait_s: float = Field(0.5, gt=0)
+    # the same for the planner's components: a plan sends hundreds of rows per iteration, and
+    # refusing one mid-search throws away the iterations it already ran
+    plan_max_queue_wait_s: float = Field(2.0, gt=0)
 
     # --- auth: bearer API keys; empty means no auth
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -89,7 +92,7 @@ class Settings(BaseSettings):
     decode_max_backlog_frames: int = Field(20_000, ge=1)  # source frames admitted and not yet decoded
     # a backlog estimated to take longer answers 429 at once: about the latency of a request at 0.8x
     # saturation, so what is admitted past saturation waits little more than it would below it
-    decode_max_wait_s: float = Field(0.5, gt=0)
+    decode_max_wait_s: float = Field(0.25, gt=0)
     # CPU work (decode, model, planning) runs in threads this much nicer than the event loop, so that
     # 429s at the door and /livez answer at once while every core is busy (service.inference.threads)
     worker_nice: int = Field(5, ge=0, le=19)

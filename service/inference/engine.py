@@ -174,7 +174,8 @@ class Engine:
                 max_batch_size=limit,
                 max_queue_delay_ms=self.settings.max_queue_delay_ms,
                 max_queue_rows=max(self.settings.max_queue_rows, limit),
-                max_queue_wait_s=self.settings.max_queue_wait_s,
+                max_queue_wait_s=(self.settings.plan_max_queue_wait_s if name in PLANNER_COMPONENTS
+                                  else self.settings.max_queue_wait_s),
                 metrics=self.metrics.batcher(name) if self.metrics is not None else None,
                 nice=nice,
             )

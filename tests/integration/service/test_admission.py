@@ -120,3 +120,13 @@ async def test_the_decode_stage_is_in_the_metrics(served: tuple[httpx.AsyncClien
     text = (await client.get("/metrics")).text
     assert 'lawm_rejections_total{component="decode",reason="queue_full"}' in text
     assert 'lawm_queue_depth{component="decode"}' in text
+
+
+async def test_planner_components_get_the_plan_wait_budget(served: tuple[httpx.AsyncClient, Any]) -> None:
+    """A plan's hundreds of rows per iteration queue under their own, longer budget."""
+    _, app = served
+    batchers, settings = app.state.engine.batchers, app.state.settings
+    planner = [n for n in ("world_model_step", "world_model_kv_step", "controller") if n in batchers]
+    assert planner, sorted(batchers)
+    assert {batchers[n].max_queue_wait_s for n in planner} == {settings.plan_max_queue_wait_s}
+    assert batchers["encoder"].max_queue_wait_s == settings.max_queue_wait_s != settings.plan_max_queue_wait_s
