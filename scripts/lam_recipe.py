@@ -1,0 +1,304 @@
+"""LAM recipe experiments on cached encoder states (issue 12, "latents that carry the motion").
+
+The encoder is frozen in the LAM stage, so its states are computed once per clip and the IDM,
+regularizer and world model train on them: many more steps per CPU minute than the video loop.
+Each run trains a fresh IDM + world model + regularizer on the states of a checkpoint's encoder
+and scores the result with `lawm eval probe`'s held-out probe and a quick IDM-vs-another-clip
+check, so recipes can be compared side by side.
+
+The lever this script was written for is the world model's *context* while the LAM trains:
+  full   teacher forcing over the whole clip (the paper's block-causal recipe);
+  pairs  every target predicted from the one state before it, so the motion cannot be read from
+         the clip's history and only the latent can carry it;
+  mixed  a coin per step between the two.
+
+  PYTHONPATH=. python scripts/lam_recipe.py --context pairs --steps 2000 --out runs/recipe/pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import DataConfig, OptimConfig
+from training.data.corpus import sample_refs
+from training.data.dataset import fixed_clips
+from training.envs.episodes import record_episode
+from training.evaluation.common import heldout_generated, load_lam
+from training.evaluation.probe import probe_table
+from training.loop import regularizer_ramp
+from training.models.lam import LatentActionModel
+from training.optim import build_optimizers, lr_factor, set_lr
+
+ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}  # the env video's seeds, not the probe's
+
+
+@torch.no_grad()
+def encode_all(model: LatentActionModel, video: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """uint8 `[C, T, 3, H, W]` -> states `[C, T/2, N, D]`."""
+    return torch.cat([model.encode(video[i : i + batch]) for i in range(0, len(video), batch)])
+
+
+def training_states(model: LatentActionModel, generated: int, episodes: int, real: int) -> dict[str, torch.Tensor]:
+    """Cached states of the training data: generated clips (the corpus's own seeds), unlabelled
+    episode video of both worlds, and clips of the real training videos."""
+    size = model.cfg.encoder.image_size
+    pools: dict[str, torch.Tensor] = {}
+    gen = heldout_generated(size, clips=generated, seed=0)  # seed 0: the training corpus's clips
+    pools["generated"] = encode_all(model, gen.video)
+    for env, base in ENV_VIDEO_SEEDS.items():
+        videos = []
+        for i in range(episodes):
+            ep = record_episode(env, base + i, steps=16, image_size=size)
+            usable = len(ep.frames) // 2 * 2
+            videos.append(torch.from_numpy(ep.frames[:usable]).permute(0, 3, 1, 2))
+        pools[env] = encode_all(model, torch.stack(videos))
+    if real:
+        cfg = DataConfig(size=size)
+        clips = fixed_clips(sample_refs(cfg, "train"), frames=16, fps=cfg.fps, size=size,
+                            clips_per_file=real, time_range=cfg.train_range)
+        pools["real"] = encode_all(model, torch.stack([c["video"] for c in clips]))
+    return pools
+
+
+def batch_of(pools: dict[str, torch.Tensor], weights: dict[str, float], batch: int, steps: int,
+             rng: np.random.Generator) -> torch.Tensor:
+    """`batch` windows of `steps` states, each from a pool drawn by weight: `[B, steps, N, D]`."""
+    names = list(pools)
+    p = np.array([weights.get(n, 0.0) for n in names])
+    out = []
+    for name in rng.choice(names, size=batch, p=p / p.sum()):
+        pool = pools[name]
+        clip = pool[rng.integers(len(pool))]
+        start = rng.integers(clip.shape[0] - steps + 1)
+        out.append(clip[start : start + steps])
+    return torch.stack(out)
+
+
+def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator) -> torch.Tensor:
+    """`[B, T, N, D]` -> `keep` random consecutive pairs `[keep, 2, N, D]` (one-state context)."""
+    b, t, n, d = states.shape
+    pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2).reshape(b * (t - 1), 2, n, d)
+    return pairs[torch.from_numpy(rng.choice(len(pairs), size=min(keep, len(pairs)), replace=False))]
+
+
+@torch.no_grad()
+def idm_vs_another(model: LatentActionModel, states: torch.Tensor) -> dict[str, float]:
+    """One-step error with the clip's own latents vs another clip's (rolled by one), both contexts."""
+    z = model.latent_actions(states)
+    other = z.roll(1, dims=0)
+    out = {}
+    for name, ctx in (("full", states), ("pairs", None)):
+        if ctx is None:
+            b, t, n, d = states.shape
+            pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2).reshape(b * (t - 1), 2, n, d)
+            own = (model.world_model(pairs[:, :1], z.reshape(-1, 1, z.shape[-1])) - pairs[:, 1:]).abs().mean()
+            alt = (model.world_model(pairs[:, :1], other.reshape(-1, 1, z.shape[-1])) - pairs[:, 1:]).abs().mean()
+        else:
+            own = (model.world_model(states[:, :-1], z) - states[:, 1:]).abs().mean()
+            alt = (model.world_model(states[:, :-1], other) - states[:, 1:]).abs().mean()
+        out[f"{name}_reduction_vs_another"] = float(1 - own / alt)
+    return out
+
+
+def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe_episodes: int,
+                   rng: np.random.Generator) -> list[dict]:
+    """What the states carry, nonlinearly: an IDM-shaped network trained *with* the true motion
+    (MSE on standardised targets) on training clips/episodes, scored by R² on the probe's held-out
+    ones. No latent action model can carry more of the motion than this network reads from the same
+    states, so it is the ceiling of the probe for this encoder."""
+    from training.evaluation.probe import ENV_TARGETS, episode_targets, r2_scores
+    from training.evaluation.probe import probe_episodes as held_out_episodes
+    from training.models.idm import InverseDynamicsModel
+
+    size = model.cfg.encoder.image_size
+
+    def generated(seed: int, clips: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        g = heldout_generated(size, clips=clips, seed=seed)
+        return encode_all(model, g.video), g.motion, g.valid
+
+    def episodes(eps: list) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        video = torch.stack([torch.from_numpy(e.frames[: len(e.frames) // 2 * 2]).permute(0, 3, 1, 2) for e in eps])
+        states = encode_all(model, video)
+        y = np.stack([episode_targets(e)[: states.shape[1] - 1] for e in eps])
+        return states, y, np.ones(y.shape[:2], dtype=bool)
+
+    from training.evaluation.common import HELDOUT_GENERATED_SEED
+    sets = {
+        "generated camera motion": (generated(0, 192), generated(HELDOUT_GENERATED_SEED, probe_clips)),
+        **{env: (episodes([record_episode(env, base + i, steps=16, image_size=size) for i in range(96)]),
+                 episodes(held_out_episodes(env, probe_episodes, image_size=size)))
+           for env, base in ENV_VIDEO_SEEDS.items()},
+    }
+    rows = []
+    for name, ((s_tr, y_tr, v_tr), (s_te, y_te, v_te)) in sets.items():
+        pairs_tr = torch.stack([s_tr[:, :-1], s_tr[:, 1:]], 2)[torch.from_numpy(v_tr)]  # [M, 2, N, D]
+        targets = torch.from_numpy(y_tr[v_tr]).float()
+        mean, std = targets.mean(0), targets.std(0).clamp_min(1e-8)
+        net = InverseDynamicsModel(model.cfg.idm, model.encoder.dim, model.encoder.grid, targets.shape[1])
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.04)
+        for step in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = 1e-3 * lr_factor(step, steps, 0.1, 0.01)
+            idx = torch.from_numpy(rng.choice(len(pairs_tr), size=32))
+            p = pairs_tr[idx]
+            loss = torch.nn.functional.mse_loss(net.pair(p[:, 0], p[:, 1]), (targets[idx] - mean) / std)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            pairs_te = torch.stack([s_te[:, :-1], s_te[:, 1:]], 2)[torch.from_numpy(v_te)]
+            pred = torch.cat([net.pair(c[:, 0], c[:, 1]) for c in pairs_te.split(256)]) * std + mean
+        names = {"generated camera motion": ("dx", "dy", "log_zoom")}.get(name, ENV_TARGETS.get(name, ()))
+        r2 = r2_scores(y_te[v_te], pred.numpy())
+        rows.append({"data": name, "features": f"supervised IDM-shaped network, {steps} steps (the ceiling)",
+                     "r2_mean": float(np.mean([v for v in r2 if v is not None])),
+                     **{f"r2_{n}": v for n, v in zip(names, r2, strict=True)}})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def summarise(runs: list[Path], ceiling: Path | None, out: Path) -> None:
+    """One table of every finished run (result.json) for docs/results/, rendered by `lawm docs`."""
+    rows = []
+    for run in runs:
+        r = json.loads((run / "result.json").read_text())
+        a, probe = r["args"], {(p["data"], p["features"]): p["r2_mean"] for p in r["probe"]}
+        reg = a["reg"] + "".join(f", {k} {a[k]:g}" for k in ("var", "l1", "beta") if a.get(k) is not None)
+        rows.append({
+            "run": run.name, "context": a["context"], "regulariser": reg, "latent_dim": a.get("latent_dim") or 128,
+            "steps": a["steps"], "train_min": round(r["train_s"] / 60, 1),
+            "vs_another_generated": r["idm_vs_another_generated"]["full_reduction_vs_another"],
+            **{f"r2_{key}": probe.get((data, "IDM latent")) for key, data in
+               (("generated", "generated camera motion"), ("navigation", "navigation"), ("manipulation", "manipulation"))},
+            "shortcut_generated": probe.get(("generated camera motion", "shortcut: latent -> pooled state change")),
+        })
+    tables = []
+    if ceiling is not None:
+        tables.append({"title": "What the states carry: a supervised IDM-shaped network on the same states (held-out R²)",
+                       "rows": json.loads(ceiling.read_text())["rows"]})
+    payload = {
+        "title": "LAM recipe levers on cached encoder states (bundled encoder, not bundled)",
+        "protocol": "the bundled model's frozen encoder; its states cached once for 192 generated clips (the training "
+        "corpus's seeds), 96 + 96 unlabelled episodes of both worlds (the env video's seeds) and 32 clips of the real "
+        "training videos; a fresh IDM + world model + regulariser trained on them (batch 8 windows of 8 states; "
+        "'pairs' = every target predicted from the one state before it, 32 pairs per step); scored by `lawm eval probe`'s "
+        "held-out probe (64 generated clips, 32 + 32 probe episodes) and the one-step error with the clip's own latents "
+        "against another clip's (64 held-out generated clips, full context)",
+        "command": "PYTHONPATH=. python scripts/lam_recipe.py --context pairs|full --reg sparse|noisy|none [--var V] "
+        "[--beta B] [--latent-dim Z] --steps N --out runs/recipe/NAME; --ceiling for the supervised table; "
+        "--summarise runs/recipe/* --json docs/results/lam-recipe.json",
+        "rows": rows,
+        "tables": tables,
+    }
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="models/demo")
+    ap.add_argument("--out", default="runs/recipe/run")
+    ap.add_argument("--context", choices=["full", "pairs", "mixed"], default="pairs")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--reg", default="sparse", help="sparse|noisy|discrete|none")
+    ap.add_argument("--var", type=float, default=None, help="the sparse regulariser's VCM variance weight λ_V")
+    ap.add_argument("--l1", type=float, default=None)
+    ap.add_argument("--beta", type=float, default=None)
+    ap.add_argument("--codebook", type=int, default=None)
+    ap.add_argument("--latent-dim", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--idm-lr-mult", type=float, default=1.0)
+    ap.add_argument("--modulation-lr-mult", type=float, default=10.0)
+    ap.add_argument("--reg-warmup", type=float, default=0.3)
+    ap.add_argument("--generated", type=int, default=192)
+    ap.add_argument("--episodes", type=int, default=96)
+    ap.add_argument("--real", type=int, default=32, help="clips per real training video")
+    ap.add_argument("--probe-clips", type=int, default=64)
+    ap.add_argument("--probe-episodes", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ceiling", action="store_true", help="only the supervised ceiling: what the states carry")
+    ap.add_argument("--summarise", nargs="*", type=Path, help="finished run folders to tabulate into --json")
+    ap.add_argument("--json", type=Path, default=Path("docs/results/lam-recipe.json"))
+    args = ap.parse_args()
+    if args.summarise is not None:
+        runs = [r for r in args.summarise if (r / "result.json").exists()]
+        ceiling = next((r / "ceiling.json" for r in args.summarise if (r / "ceiling.json").exists()), None)
+        summarise(runs, ceiling, args.json)
+        return
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_lam(args.checkpoint)
+    reg_update = {k: v for k, v in {"kind": args.reg, "var": args.var, "l1": args.l1, "beta": args.beta,
+                                     "codebook_size": args.codebook}.items() if v is not None}
+    cfg = base.cfg.model_copy(update={"regularizer": base.cfg.regularizer.model_copy(update=reg_update)})
+    if args.latent_dim:
+        cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update={"latent_dim": args.latent_dim})})
+    model = LatentActionModel(cfg)
+    model.encoder.load_state_dict(base.encoder.state_dict())
+    model.decoder.load_state_dict(base.decoder.state_dict())
+    model.source = f"{args.checkpoint} encoder + {out}"  # type: ignore[attr-defined]
+
+    if args.ceiling:
+        rows = motion_ceiling(model, args.steps, args.probe_clips, args.probe_episodes, rng)
+        (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        return
+    t0 = time.perf_counter()
+    pools = training_states(model, args.generated, args.episodes, args.real)
+    print(f"cached states in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in pools.items()), flush=True)
+    weights = {"generated": 0.35, "navigation": 0.2, "manipulation": 0.2, "real": 0.25}
+
+    modules = [("idm", model.idm), ("regularizer", model.regularizer), ("world_model", model.world_model)]
+    optim_cfg = OptimConfig(lr=args.lr, idm_lr_mult=args.idm_lr_mult, modulation_lr_mult=args.modulation_lr_mult)
+    optimizers = build_optimizers(optim_cfg, modules)
+    for _, m in modules:
+        m.train()
+    log = (out / "metrics.jsonl").open("w")
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        set_lr(optimizers, lr_factor(step, args.steps, optim_cfg.warmup, optim_cfg.min_lr_ratio))
+        states = batch_of(pools, weights, args.batch, 8, rng)  # [B, 8, N, D]
+        pairs = args.context == "pairs" or (args.context == "mixed" and rng.random() < 0.5)
+        if pairs:
+            states = as_pairs(states, args.batch * 4, rng)
+        res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup))
+        for o in optimizers:
+            o.zero_grad(set_to_none=True)
+        res.loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, m in modules for p in m.parameters()], 1.0)
+        for o in optimizers:
+            o.step()
+        if (step + 1) % 50 == 0:
+            row = {"step": step + 1, "loss": res.loss.item(), "prediction_l1": res.prediction_loss.item(),
+                   "regularizer": res.regularizer_loss.item(), "pairs": pairs,
+                   "z_batch_std": res.latents.detach().reshape(-1, res.latents.shape[-1]).std(0).mean().item(),
+                   "s": time.perf_counter() - t0}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if (step + 1) % 250 == 0:
+                print(json.dumps(row), flush=True)
+    model.eval()
+    train_s = time.perf_counter() - t0
+    held = heldout_generated(cfg.encoder.image_size, clips=args.probe_clips)
+    quick = idm_vs_another(model, encode_all(model, held.video))
+    probe = probe_table(model, clips=args.probe_clips, episodes=args.probe_episodes)
+    result = {"args": vars(args), "train_s": train_s, "idm_vs_another_generated": quick,
+              "probe": probe["rows"], "verdict": probe["verdict"]}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith(("encoder.", "decoder."))}, out / "lam.pt")
+    print(json.dumps({"train_s": train_s, **quick}), flush=True)
+    for r in probe["rows"]:
+        print(f"{r['data']:26s} {r['features'][:50]:50s} {r['r2_mean'] if r['r2_mean'] is None else round(r['r2_mean'], 3)}")
+
+
+if __name__ == "__main__":
+    main()
