@@ -13,7 +13,7 @@ cwd, port, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 cmd = sys.argv[4:]
 env = {**os.environ, "OMP_NUM_THREADS": "1", "LAWM_ORT_THREADS": "1", "PYTHONPATH": cwd}
 t0 = time.monotonic()
-log = open(out.with_suffix(".log"), "w")
+log = open(out.with_suffix(".log"), "w")  # noqa: SIM115  # held by the child for its whole life
 proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 url = f"http://127.0.0.1:{port}"
 
@@ -21,6 +21,9 @@ def rss(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) * 1024
+    return None
+
+
 def tree_rss():
     kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     return {"server": rss(proc.pid), "children": {k: rss(k) for k in kids if Path(f"/proc/{k}").exists()}}
@@ -40,7 +43,8 @@ while proc.poll() is None and time.monotonic() - t0 < 1500:
             ready = time.monotonic() - t0
             break
         if r.json().get("state") == "failed":
-            res["failed"] = r.json(); break
+            res["failed"] = r.json()
+            break
     except httpx.TransportError:
         pass
     t = tree_rss()
@@ -57,7 +61,7 @@ if clip and ready:
     res["latent_actions_status"] = r.status_code
     res["rss_after_request"] = tree_rss()
     m = httpx.get(url + "/metrics").text
-    res["metrics"] = [l for l in m.splitlines() if l.startswith(("process_resident", "lawm_startup_seconds"))]
+    res["metrics"] = [line for line in m.splitlines() if line.startswith(("process_resident", "lawm_startup_seconds"))]
     res["warm_sizes"] = {k: v["warm_batch_sizes"] for k, v in httpx.get(url + "/v1/models").json()["models"][0]["components"].items()}
 proc.send_signal(signal.SIGTERM)
 proc.wait(60)
