@@ -303,7 +303,8 @@ def payload(figures: dict[str, Any], opts: ServeBench, ob: OverloadBench, peer_s
         "idle_cpu_cores": figures.get("idle_cpu"),  # what each uses doing nothing (paused while the other runs)
         "statistic": "open-loop Poisson load, each rate for duration_s; latency from each request's scheduled send "
         "time; saturation = a server's highest answered-200 throughput in the sweep (200s / first send to last "
-        "answer; the sweep goes on until a rate's 200s fall below 90% of the offered rate); multiple = offered rate / that server's own saturation; excess = sent - saturation x duration; "
+        "answer; the sweep goes on until a rate's 200s fall below 90% of the offered rate); multiple = offered "
+        "rate / that server's own saturation; excess = sent - saturation x duration; "
         "excess_shed = 429s / excess; shed_fast = share of the 429s answered within 100 ms; excess_shed_fast = "
         "429s within 100 ms / excess; shed_fast_from_send = the same share from the client's actual send "
         "(send_lag_p99_ms: how far the load generator fell behind its schedule); p50/p99 of 200s only; "
