@@ -275,7 +275,7 @@ def main() -> None:
 
     if args.ceiling:
         rows = motion_ceiling(model, args.steps, args.probe_clips, args.probe_episodes, rng)
-        (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
         return
     t0 = time.perf_counter()
     pools = training_states(model, args.generated, args.episodes, args.real)
@@ -316,7 +316,8 @@ def main() -> None:
     held = heldout_generated(cfg.encoder.image_size, clips=args.probe_clips)
     quick = idm_vs_another(model, encode_all(model, held.video))
     probe = probe_table(model, clips=args.probe_clips, episodes=args.probe_episodes)
-    result = {"args": vars(args), "train_s": train_s, "idm_vs_another_generated": quick,
+    plain_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result = {"args": plain_args, "train_s": train_s, "idm_vs_another_generated": quick,
               "probe": probe["rows"], "verdict": probe["verdict"]}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     torch.save({k: v for k, v in model.state_dict().items() if not k.startswith(("encoder.", "decoder."))}, out / "lam.pt")
