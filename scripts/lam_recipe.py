@@ -90,18 +90,18 @@ def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator) -> torch
 @torch.no_grad()
 def idm_vs_another(model: LatentActionModel, states: torch.Tensor) -> dict[str, float]:
     """One-step error with the clip's own latents vs another clip's (rolled by one), both contexts."""
-    z = model.latent_actions(states)
+    z = model.latent_actions(states)  # [B, T-1, Z]
     other = z.roll(1, dims=0)
+    b, t, n, d = states.shape
+    pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2).reshape(b * (t - 1), 2, n, d)
+    contexts = {  # name -> (context states, target states, latents reshaped to fit)
+        "full": (states[:, :-1], states[:, 1:], lambda lat: lat),
+        "pairs": (pairs[:, :1], pairs[:, 1:], lambda lat: lat.reshape(-1, 1, lat.shape[-1])),
+    }
     out = {}
-    for name, ctx in (("full", states), ("pairs", None)):
-        if ctx is None:
-            b, t, n, d = states.shape
-            pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2).reshape(b * (t - 1), 2, n, d)
-            own = (model.world_model(pairs[:, :1], z.reshape(-1, 1, z.shape[-1])) - pairs[:, 1:]).abs().mean()
-            alt = (model.world_model(pairs[:, :1], other.reshape(-1, 1, z.shape[-1])) - pairs[:, 1:]).abs().mean()
-        else:
-            own = (model.world_model(states[:, :-1], z) - states[:, 1:]).abs().mean()
-            alt = (model.world_model(states[:, :-1], other) - states[:, 1:]).abs().mean()
+    for name, (context, target, fit) in contexts.items():
+        own = (model.world_model(context, fit(z)) - target).abs().mean()
+        alt = (model.world_model(context, fit(other)) - target).abs().mean()
         out[f"{name}_reduction_vs_another"] = float(1 - own / alt)
     return out
 

@@ -24,6 +24,7 @@ from service.inference.goals import goal_id
 from service.inference.planner import finite_or_none, planner_config, run_plan
 from service.inference.queue import Priority
 from service.inference.rollout import decode_states, rollout_actions, rollout_latents
+from service.inference.stage import Stage
 from service.inputs import cancel_on_disconnect, is_upload, media_type, npy_response, read_body, wants_npy
 from service.media import MediaLimits, b64decode_field, clip_in_stage, model_sized_image, resized_from
 from service.openapi import errors
@@ -53,6 +54,14 @@ router = APIRouter(prefix="/v1", tags=["v1"])
 
 def limits_of(engine: Engine, settings: Settings) -> MediaLimits:
     return MediaLimits.from_settings(settings, size=engine.geo.image_size, fps=engine.geo.fps)
+
+
+def refuse_at_the_door(request: Request, engine: Engine, decode: Stage, components: tuple[str, ...]) -> None:
+    """Before the body is read: 429 when a model queue the request will join, or (for an upload) the
+    decode stage, is already over its share of the wait budget; no read or decode is spent on it."""
+    engine.at_the_door(components, Priority.INTERACTIVE)
+    if is_upload(request):
+        decode.at_the_door()
 
 
 def model_ref(engine: Engine) -> ModelRef:
@@ -106,9 +115,7 @@ async def latent_actions(
     t0 = time.perf_counter()
     deadline = deadline_of(deadline_ms, time.monotonic())
     limits = limits_of(engine, settings)
-    engine.at_the_door(("encoder", "idm"), Priority.INTERACTIVE)  # queues over budget refuse before the body is read
-    if is_upload(request):
-        decode.at_the_door()  # so does an overloaded decode stage
+    refuse_at_the_door(request, engine, decode, ("encoder", "idm"))
     body = await read_body(request, LatentActionsJson, upload_fields=("file",), max_part_bytes=settings.max_json_bytes,
                            options_field=False)
     options = body.options if isinstance(body.options, LatentActionsJson) else None
@@ -178,9 +185,7 @@ async def rollouts(request: Request, engine: EngineDep, settings: SettingsDep, d
     start = time.monotonic()
     geo = engine.geo
     limits = limits_of(engine, settings)
-    engine.at_the_door(("encoder",), Priority.INTERACTIVE)
-    if is_upload(request):
-        decode.at_the_door()
+    refuse_at_the_door(request, engine, decode, ("encoder",))
     body = await read_body(request, RolloutRequest, upload_fields=("context",), max_part_bytes=settings.max_json_bytes,
                            accept_raw=False)
     options = body.options
