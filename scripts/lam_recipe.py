@@ -32,10 +32,32 @@ from training.envs.episodes import record_episode
 from training.evaluation.common import heldout_generated, load_lam
 from training.evaluation.probe import probe_table
 from training.loop import regularizer_ramp
+from training.models.encoder import FrameCausalEncoder
 from training.models.lam import LatentActionModel
 from training.optim import build_optimizers, lr_factor, set_lr
 
 ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}  # the env video's seeds, not the probe's
+
+
+class PixelTubelets(FrameCausalEncoder):
+    """A reference "encoder" for the ceiling: each token is its tubelet's raw (normalised) patch of
+    pixels, `[M, 2, 3, H, W]` -> `[M, N, 2*3*p*p]`. What a network reads from these is what the
+    frames carry at this token grid, so an encoder's ceiling below it is information the encoder lost."""
+
+    def __init__(self, tubelet: int, patch: int, image_size: int) -> None:
+        super().__init__()
+        self.tubelet, self.patch, self.grid = tubelet, patch, image_size // patch
+        self.dim = tubelet * 3 * patch * patch
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def encode_tubelets(self, tubelets: torch.Tensor) -> torch.Tensor:
+        m, t, c, h, w = tubelets.shape
+        g, p = self.grid, self.patch
+        x = tubelets.reshape(m, t, c, g, p, g, p).permute(0, 3, 5, 1, 2, 4, 6)  # [M, g, g, t, c, p, p]
+        return x.reshape(m, g * g, t * c * p * p)
 
 
 @torch.no_grad()
@@ -164,6 +186,13 @@ def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe
     return rows
 
 
+def encoder_label(args: dict) -> str:
+    """The ceiling table's name for the states a ceiling run read."""
+    if args.get("pixels"):
+        return "raw pixel patches (no encoder)"
+    return args.get("label") or args["checkpoint"]
+
+
 def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
     """One table of every finished run (result.json) for docs/results/, rendered by `lawm docs`."""
     rows = []
@@ -190,8 +219,16 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
                      "shortcut_generated": probe.get(("generated camera motion", "shortcut: latent -> pooled state change"))})
     tables = []
     verdict = ""
-    ceiling_rows = [{"encoder": json.loads(c.read_text())["args"]["checkpoint"], **row}
+    ceiling_rows = [{"encoder": encoder_label(json.loads(c.read_text())["args"]), **row}
                     for c in ceilings for row in json.loads(c.read_text())["rows"]]
+    # Runs summarised earlier keep their rows (runs/ does not outlive a machine); a rerun replaces its own.
+    if out.exists():
+        earlier = json.loads(out.read_text())
+        names = {r["run"] for r in rows}
+        rows = [r for r in earlier.get("rows", []) if r["run"] not in names and "(reference)" not in r["run"]] + rows
+        keys = {(r["encoder"], r["data"]) for r in ceiling_rows}
+        ceiling_rows = [r for t in earlier.get("tables", []) for r in t["rows"]
+                        if (r.get("encoder"), r.get("data")) not in keys] + ceiling_rows
     bundled_ceiling = [r for r in ceiling_rows if r["encoder"] == "models/demo"]
     if bundled_ceiling:
         top = {r["data"]: r["r2_mean"] for r in bundled_ceiling}
@@ -249,6 +286,8 @@ def main() -> None:
     ap.add_argument("--probe-episodes", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ceiling", action="store_true", help="only the supervised ceiling: what the states carry")
+    ap.add_argument("--label", default=None, help="the encoder's name in the ceiling table (default: --checkpoint)")
+    ap.add_argument("--pixels", action="store_true", help="ceiling on raw pixel patches instead of the encoder's states")
     ap.add_argument("--summarise", nargs="*", type=Path, help="finished run folders to tabulate into --json")
     ap.add_argument("--json", type=Path, default=Path("docs/results/lam-recipe.json"))
     args = ap.parse_args()
@@ -274,6 +313,9 @@ def main() -> None:
     model.source = f"{args.checkpoint} encoder + {out}"  # type: ignore[attr-defined]
 
     if args.ceiling:
+        if args.pixels:
+            model.encoder = PixelTubelets(cfg.encoder.tubelet, cfg.encoder.patch, cfg.encoder.image_size)
+            model.source = f"raw pixel patches ({model.encoder.dim} values per token)"  # type: ignore[attr-defined]
         rows = motion_ceiling(model, args.steps, args.probe_clips, args.probe_episodes, rng)
         (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
         return

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import load_checkpoint, read_checkpoint_manifest, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_manifest, save_checkpoint
+from training.config import RunConfig
 from training.evaluation.common import load_lam
 from training.evaluation.leak import idm_prediction_error, scene_cut_test
 
@@ -49,6 +50,28 @@ def _inherited(manifest: dict, key: str) -> object:
             return None
         manifest, seen = read_checkpoint_manifest(source), seen + 1
     return manifest.get(key)
+
+
+# What an encoder checkpoint's training depends on: a run may reuse it only when these agree.
+ENCODER_KEYS = (("model",), ("data",), ("train", "encoder"), ("train", "seed"))
+
+
+def check_reusable_encoder(cfg: RunConfig, checkpoint: Path) -> None:
+    """Raise unless `checkpoint` (absent is fine: it is trained afresh) was trained under `cfg`'s
+    model, data and encoder-stage settings, so `build-demo --reuse-encoder` never mixes recipes."""
+    if not (checkpoint / "manifest.json").exists():
+        return
+    saved = read_checkpoint_manifest(checkpoint).get("run_config") or {}
+    wanted = cfg.model_dump(mode="json")
+    for key in ENCODER_KEYS:
+        a, b = saved, wanted
+        for part in key:
+            a, b = (a or {}).get(part), b.get(part)
+        if a != b:
+            raise CheckpointError(
+                f"{checkpoint} was trained with different {'.'.join(key)} settings than config '{cfg.name}': "
+                "drop --reuse-encoder to train the encoder afresh, or delete that checkpoint"
+            )
 
 
 def write_bundle(source: Path, out: Path, logs: dict[str, Path], rebuild: str) -> Path:

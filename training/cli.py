@@ -497,18 +497,29 @@ def build_demo(
     out: Annotated[Path, typer.Option(help="where to write the bundled model")] = Path("models/demo"),
     config: ConfigOpt = "demo",
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides")] = None,
+    reuse_encoder: Annotated[bool, typer.Option(
+        help="continue (or keep) runs/<name>/encoder/checkpoint when it was trained under this same config")] = False,
 ) -> None:
     """Train every stage of a config from scratch, fine-tune with environment video, train the
     navigation controller, evaluate, and write the bundled model (training/bundle.py has the recipe)."""
-    from training.bundle import BUNDLED_CONTROLLER_ENV, ENV_FINETUNE, ENV_VIDEO, write_bundle
+    from training.bundle import (
+        BUNDLED_CONTROLLER_ENV,
+        ENV_FINETUNE,
+        ENV_VIDEO,
+        check_reusable_encoder,
+        write_bundle,
+    )
     from training.config import load_config
     from training.envs.episodes import write_unlabelled_videos
     from training.loop import stage_dir
 
     setup_logging(False)
     cfg = load_config(config, overrides or [])
-    for stage in ("encoder", "lam"):  # from scratch: never resume a run made under another config
-        _run_with_progress(cfg, stage, resume=False)
+    if reuse_encoder:
+        check_reusable_encoder(cfg, stage_dir(cfg, "encoder") / "checkpoint")
+    # from scratch: never resume a run made under another config
+    _run_with_progress(cfg, "encoder", resume=reuse_encoder)
+    _run_with_progress(cfg, "lam", resume=False)
     for env, (folder, seed) in ENV_VIDEO.items():
         write_unlabelled_videos(folder, env, 48, 16, seed, image_size=cfg.model.encoder.image_size)
     env_cfg = load_config(config, [*(overrides or []), *ENV_FINETUNE, f"name={cfg.name}-env"])

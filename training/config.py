@@ -174,6 +174,14 @@ class StageConfig(Strict):
     # Encoder stage: weight of the temporal ranking of state distances within each clip (states
     # further apart in time must lie further apart), which makes the states a planning cost.
     ranking_weight: float = 0.0
+    # Encoder stage: weight of an L1 on the reconstruction's frame-to-frame change (x_{k+1} - x_k).
+    # The plain pixel L1 is dominated by what stays put; this term makes the states keep what moves,
+    # which is what the latent actions must read from them.
+    change_weight: float = 0.0
+    # Encoder stage: frames per autoencoded window (0: the whole clip). Each clip is cut into windows
+    # of this many frames that the decoder reconstructs on their own: the same tubelets per step at
+    # a fraction of the decoder's attention cost. A multiple of the tubelet size.
+    window: int = 0
 
 
 class TrainConfig(Strict):

@@ -59,19 +59,31 @@ def stage_dir(cfg: RunConfig, stage: str) -> Path:
 
 # ----------------------------------------------------------------------------- losses
 def encoder_stage_loss(
-    model: LatentActionModel, video: torch.Tensor, ranking_weight: float = 0.0
+    model: LatentActionModel, video: torch.Tensor, ranking_weight: float = 0.0, change_weight: float = 0.0,
+    window: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Tiny encoder: L1 between decoded and input pixels, plus (when weighted) the temporal ranking
-    of state distances that makes them a planning cost (training/models/temporal_metric.py)."""
+    """Tiny encoder: L1 between decoded and input pixels; when weighted, the L1 between their
+    frame-to-frame changes (the states keep what moves) and the temporal ranking of state distances
+    that makes them a planning cost (training/models/temporal_metric.py)."""
+    if window:
+        b, t = video.shape[:2]
+        if window % model.cfg.encoder.tubelet or t % window:
+            raise ValueError(f"window {window} must be a multiple of the tubelet and divide the clip's {t} frames")
+        video = video.reshape(b * t // window, window, *video.shape[2:])  # [B*T/W, W, 3, H, W]
     states = model.encoder(video)  # [B, S, N, D]
     reconstruction = model.decoder(states)  # [B, T, 3, H, W]
-    pixel_l1 = F.l1_loss(reconstruction, to_unit_float(video))
-    stats = {"pixel_l1": pixel_l1.item()}
-    if ranking_weight <= 0:
-        return pixel_l1, stats
-    ranking, accuracy = temporal_ranking_loss(states)
-    stats.update(ranking=ranking.item(), ranking_accuracy=accuracy.item())
-    return pixel_l1 + ranking_weight * ranking, stats
+    target = to_unit_float(video)
+    pixel_l1 = F.l1_loss(reconstruction, target)
+    loss, stats = pixel_l1, {"pixel_l1": pixel_l1.item()}
+    if change_weight > 0:
+        change_l1 = F.l1_loss(reconstruction.diff(dim=1), target.diff(dim=1))
+        loss = loss + change_weight * change_l1
+        stats["change_l1"] = change_l1.item()
+    if ranking_weight > 0:
+        ranking, accuracy = temporal_ranking_loss(states)
+        loss = loss + ranking_weight * ranking
+        stats.update(ranking=ranking.item(), ranking_accuracy=accuracy.item())
+    return loss, stats
 
 
 def lam_stage_loss(
@@ -112,13 +124,13 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model, self.stage = model, stage
         self.regularizer_weight = 1.0  # L_z's weight in the LAM stage, set by the loop each step
-        self.ranking_weight = 0.0  # the temporal ranking's weight in the encoder stage
+        self.encoder_options: dict[str, float | int] = {}  # the encoder stage's loss options, set by the loop
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
             return lam_stage_loss(self.model, video, self.regularizer_weight)
         if self.stage == "encoder":
-            return encoder_stage_loss(self.model, video, self.ranking_weight)
+            return encoder_stage_loss(self.model, video, **self.encoder_options)
         return LOSSES[self.stage](self.model, video)
 
 
@@ -275,7 +287,8 @@ def run_stage(
         log.info("resuming %s from step %d", stage, start)
 
     loss_module = _LossModule(model, stage)
-    loss_module.ranking_weight = stage_cfg.ranking_weight
+    loss_module.encoder_options = {"ranking_weight": stage_cfg.ranking_weight,
+                                   "change_weight": stage_cfg.change_weight, "window": stage_cfg.window}
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)
