@@ -129,7 +129,8 @@ def idm_vs_another(model: LatentActionModel, states: torch.Tensor) -> dict[str, 
 
 
 def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe_episodes: int,
-                   rng: np.random.Generator) -> list[dict]:
+                   rng: np.random.Generator, train_clips: int = 192, train_episodes: int = 96,
+                   only: list[str] | None = None) -> list[dict]:
     """What the states carry, nonlinearly: an IDM-shaped network trained *with* the true motion
     (MSE on standardised targets) on training clips/episodes, scored by R² on the probe's held-out
     ones. No latent action model can carry more of the motion than this network reads from the same
@@ -152,13 +153,17 @@ def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe
 
     from training.evaluation.common import HELDOUT_GENERATED_SEED
     sets = {
-        "generated camera motion": (generated(0, 192), generated(HELDOUT_GENERATED_SEED, probe_clips)),
-        **{env: (episodes([record_episode(env, base + i, steps=16, image_size=size) for i in range(96)]),
-                 episodes(held_out_episodes(env, probe_episodes, image_size=size)))
+        "generated camera motion": lambda: (generated(0, train_clips), generated(HELDOUT_GENERATED_SEED, probe_clips)),
+        **{env: lambda env=env, base=base: (
+            episodes([record_episode(env, base + i, steps=16, image_size=size) for i in range(train_episodes)]),
+            episodes(held_out_episodes(env, probe_episodes, image_size=size)))
            for env, base in ENV_VIDEO_SEEDS.items()},
     }
     rows = []
-    for name, ((s_tr, y_tr, v_tr), (s_te, y_te, v_te)) in sets.items():
+    for name, build in sets.items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        (s_tr, y_tr, v_tr), (s_te, y_te, v_te) = build()
         pairs_tr = torch.stack([s_tr[:, :-1], s_tr[:, 1:]], 2)[torch.from_numpy(v_tr)]  # [M, 2, N, D]
         targets = torch.from_numpy(y_tr[v_tr]).float()
         mean, std = targets.mean(0), targets.std(0).clamp_min(1e-8)
@@ -179,7 +184,8 @@ def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe
             pred = torch.cat([net.pair(c[:, 0], c[:, 1]) for c in pairs_te.split(256)]) * std + mean
         names = {"generated camera motion": ("dx", "dy", "log_zoom")}.get(name, ENV_TARGETS.get(name, ()))
         r2 = r2_scores(y_te[v_te], pred.numpy())
-        rows.append({"data": name, "features": f"supervised IDM-shaped network, {steps} steps (the ceiling)",
+        rows.append({"data": name, "features": f"supervised IDM-shaped network ({model.cfg.idm.fusion}), {steps} steps (the ceiling)",
+                     "train_pairs": len(pairs_tr),
                      "r2_mean": float(np.mean([v for v in r2 if v is not None])),
                      **{f"r2_{n}": v for n, v in zip(names, r2, strict=True)}})
         print(json.dumps(rows[-1]), flush=True)
@@ -188,9 +194,7 @@ def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe
 
 def encoder_label(args: dict) -> str:
     """The ceiling table's name for the states a ceiling run read."""
-    if args.get("pixels"):
-        return "raw pixel patches (no encoder)"
-    return args.get("label") or args["checkpoint"]
+    return args.get("label") or ("raw pixel patches (no encoder)" if args.get("pixels") else args["checkpoint"])
 
 
 def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
@@ -275,6 +279,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=None)
     ap.add_argument("--codebook", type=int, default=None)
     ap.add_argument("--latent-dim", type=int, default=None)
+    ap.add_argument("--fusion", choices=["tokens", "channels"], default=None, help="how the IDM takes the pair")
+    ap.add_argument("--sets", nargs="*", default=None, help="ceiling only on these sets (generated, navigation, manipulation)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--idm-lr-mult", type=float, default=1.0)
     ap.add_argument("--modulation-lr-mult", type=float, default=10.0)
@@ -305,8 +311,9 @@ def main() -> None:
     reg_update = {k: v for k, v in {"kind": args.reg, "var": args.var, "l1": args.l1, "beta": args.beta,
                                      "codebook_size": args.codebook}.items() if v is not None}
     cfg = base.cfg.model_copy(update={"regularizer": base.cfg.regularizer.model_copy(update=reg_update)})
-    if args.latent_dim:
-        cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update={"latent_dim": args.latent_dim})})
+    idm_update = {k: v for k, v in {"latent_dim": args.latent_dim, "fusion": args.fusion}.items() if v}
+    if idm_update:
+        cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update=idm_update)})
     model = LatentActionModel(cfg)
     model.encoder.load_state_dict(base.encoder.state_dict())
     model.decoder.load_state_dict(base.decoder.state_dict())
@@ -316,7 +323,8 @@ def main() -> None:
         if args.pixels:
             model.encoder = PixelTubelets(cfg.encoder.tubelet, cfg.encoder.patch, cfg.encoder.image_size)
             model.source = f"raw pixel patches ({model.encoder.dim} values per token)"  # type: ignore[attr-defined]
-        rows = motion_ceiling(model, args.steps, args.probe_clips, args.probe_episodes, rng)
+        rows = motion_ceiling(model, args.steps, args.probe_clips, args.probe_episodes, rng,
+                              train_clips=args.generated, train_episodes=args.episodes, only=args.sets)
         (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
         return
     t0 = time.perf_counter()

@@ -59,6 +59,10 @@ class IdmConfig(Strict):
     depth: int = 2
     heads: int = 4
     latent_dim: int = 128  # size of a latent action z_t (the paper: 128)
+    # How the pair enters: `tokens` (2N tokens, s_t's and the change's, meeting only through
+    # attention) or `channels` (N tokens, each holding s_t and s_{t+1} - s_t at its grid cell:
+    # early fusion, so every token sees the local motion from the first layer).
+    fusion: Literal["tokens", "channels"] = "tokens"
 
 
 class WorldModelConfig(Strict):

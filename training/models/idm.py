@@ -2,7 +2,9 @@
 
 PAPER-NOTES §1.3 gives no architecture; we follow its recommendation: a small transformer over
 the concatenated tokens of the two states (with a learned "which step" embedding and 2-D RoPE),
-then an attentive pooler (one learned query) and a linear head. The noisy variant outputs
+then an attentive pooler (one learned query) and a linear head. `fusion: channels` instead gives
+each grid cell one token holding both states (early fusion: local motion is visible from the first
+layer, and half the tokens). The noisy variant outputs
 mean and log-variance (2 × 128); the regularizer turns the raw output into z.
 """
 
@@ -21,8 +23,10 @@ class InverseDynamicsModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = out_dim
-        self.proj_in = nn.Linear(state_dim, cfg.dim)
-        self.step_embed = nn.Parameter(torch.zeros(2, cfg.dim))  # marks s_t vs s_{t+1}
+        self.fused = cfg.fusion == "channels"
+        self.proj_in = nn.Linear(2 * state_dim if self.fused else state_dim, cfg.dim)
+        if not self.fused:
+            self.step_embed = nn.Parameter(torch.zeros(2, cfg.dim))  # marks s_t vs s_{t+1}
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, rope_axes=2) for _ in range(cfg.depth))
         self.query = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pool = CrossAttention(cfg.dim, cfg.heads)
@@ -32,9 +36,12 @@ class InverseDynamicsModel(nn.Module):
         self.norm_pooled = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, out_dim)
         init_weights(self)
-        nn.init.trunc_normal_(self.step_embed, std=0.02)
+        if not self.fused:
+            nn.init.trunc_normal_(self.step_embed, std=0.02)
         nn.init.trunc_normal_(self.query, std=0.02)
-        positions = grid_positions(1, grid, grid)[:, 1:].repeat(2, 1)  # [2N, 2]: same grid for both steps
+        positions = grid_positions(1, grid, grid)[:, 1:]  # [N, 2]
+        if not self.fused:
+            positions = positions.repeat(2, 1)  # [2N, 2]: same grid for both steps
         cos, sin = rope_tables(positions, cfg.dim // cfg.heads)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -45,8 +52,11 @@ class InverseDynamicsModel(nn.Module):
         # The pair enters as (s_t, s_{t+1} − s_t): the same information, but the change is explicit,
         # so even a freshly initialised IDM emits latents that vary with the motion rather than
         # with the scene, which the world model already sees (otherwise z collapses early).
-        x = torch.cat([current, following - current], dim=1)  # [M, 2N, D]
-        x = self.proj_in(x) + self.step_embed.repeat_interleave(n, dim=0)[None]  # [M, 2N, Di]
+        if self.fused:
+            x = self.proj_in(torch.cat([current, following - current], dim=-1))  # [M, N, Di]
+        else:
+            x = torch.cat([current, following - current], dim=1)  # [M, 2N, D]
+            x = self.proj_in(x) + self.step_embed.repeat_interleave(n, dim=0)[None]  # [M, 2N, Di]
         rope = (self.rope_cos, self.rope_sin)
         for block in self.blocks:
             x = block(x, rope=rope)

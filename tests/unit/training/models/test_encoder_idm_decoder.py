@@ -90,9 +90,11 @@ def test_vjepa2_missing_snapshot_is_a_clear_error(tmp_path: Path) -> None:
         VJepa2Encoder(cfg)
 
 
-def test_idm_gives_one_latent_per_step_and_sees_both_states() -> None:
+@pytest.mark.parametrize("fusion", ["tokens", "channels"])
+def test_idm_gives_one_latent_per_step_and_sees_both_states(fusion: str) -> None:
     torch.manual_seed(0)
-    idm = InverseDynamicsModel(IdmConfig(dim=32, depth=1, heads=2, latent_dim=128), state_dim=16, grid=2, out_dim=128).eval()
+    cfg = IdmConfig(dim=32, depth=1, heads=2, latent_dim=128, fusion=fusion)
+    idm = InverseDynamicsModel(cfg, state_dim=16, grid=2, out_dim=128).eval()
     states = torch.randn(3, 5, 4, 16)
     z = idm(states)
     assert z.shape == (3, 4, 128)
@@ -101,6 +103,19 @@ def test_idm_gives_one_latent_per_step_and_sees_both_states() -> None:
     z2 = idm(changed)
     assert torch.allclose(z2[:, [0, 3]], z[:, [0, 3]], atol=1e-6)
     assert not torch.allclose(z2[:, 1], z[:, 1]) and not torch.allclose(z2[:, 2], z[:, 2])
+
+
+def test_channel_fused_idm_gives_each_grid_cell_one_token_holding_both_states() -> None:
+    torch.manual_seed(0)
+    cfg = IdmConfig(dim=32, depth=1, heads=2, latent_dim=8, fusion="channels")
+    idm = InverseDynamicsModel(cfg, state_dim=16, grid=2, out_dim=8).eval()
+    assert idm.proj_in.in_features == 32 and not hasattr(idm, "step_embed")
+    seen: list[torch.Size] = []
+    idm.blocks[0].register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape))
+    current, following = torch.randn(3, 4, 16), torch.randn(3, 4, 16)
+    z = idm.pair(current, following)
+    assert z.shape == (3, 8) and seen == [torch.Size([3, 4, 32])]  # N tokens, not 2N
+    assert not torch.allclose(idm.pair(following, current), z)  # the order of the pair matters
 
 
 def test_decoder_is_frame_causal_and_outputs_pixels() -> None:
