@@ -218,6 +218,17 @@ def ceiling_verdict(rows: list[dict], ceiling_rows: list[dict]) -> str:
         text += (f" and only {three(pixels)} from the raw pixel patches themselves: with this reader and this much "
                  "data the frames' own motion stays below every bar, so the reader (the IDM's shape, its data), "
                  "not only the encoder, caps the probe")
+    scaling = {}
+    for name, prefix in (("the bundled encoder's states", "models/demo"), ("raw pixels", "raw pixel patches")):
+        points = sorted((r.get("train_pairs") or 1996, r["r2_mean"]) for r in ceiling_rows
+                        if r["encoder"].startswith(prefix) and r["data"] == "generated camera motion"
+                        and "fused" not in r["encoder"])
+        if len(points) > 1:
+            scaling[name] = points
+    if scaling:
+        text += "; with more training clips the same reader reads more (generated camera motion, R² by training pairs: " + "; ".join(
+            f"{name} " + ", ".join(f"{r2:.2f} from {n:,}" for n, r2 in points) for name, points in scaling.items()
+        ) + "): data, more than the encoder, is the lever"
     return text
 
 
@@ -230,7 +241,7 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         reg = a["reg"] + "".join(f", {k} {a[k]:g}" for k in ("var", "l1", "beta") if a.get(k) is not None)
         rows.append({
             "run": run.name, "context": a["context"], "regulariser": reg, "latent_dim": a.get("latent_dim") or 128,
-            "steps": a["steps"], "wall_min": round(r["train_s"] / 60, 1),
+            "steps": a["steps"], "generated_clips": a.get("generated", 192), "wall_min": round(r["train_s"] / 60, 1),
             "vs_another_generated": r["idm_vs_another_generated"]["full_reduction_vs_another"],
             **{f"r2_{key}": probe.get((data, "IDM latent")) for key, data in
                (("generated", "generated camera motion"), ("navigation", "navigation"), ("manipulation", "manipulation"))},
@@ -253,7 +264,10 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
     if out.exists():
         earlier = json.loads(out.read_text())
         names = {r["run"] for r in rows}
-        rows = [r for r in earlier.get("rows", []) if r["run"] not in names and "(reference)" not in r["run"]] + rows
+        kept = [r for r in earlier.get("rows", []) if r["run"] not in names and "(reference)" not in r["run"]]
+        for r in kept:
+            r.setdefault("generated_clips", 192)  # every run before the column existed used the default
+        rows = kept + rows
         keys = {(r["encoder"], r["data"]) for r in ceiling_rows}
         ceiling_rows = [r for t in earlier.get("tables", []) for r in t["rows"]
                         if (r.get("encoder"), r.get("data")) not in keys] + ceiling_rows
@@ -263,16 +277,20 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
                        "(held-out R²; no LAM on those states can carry more)", "rows": ceiling_rows})
     payload = {
         "title": "LAM recipe levers on cached encoder states (bundled encoder, not bundled)",
-        "protocol": "the bundled model's frozen encoder; its states cached once for 192 generated clips (the training "
-        "corpus's seeds), 96 + 96 unlabelled episodes of both worlds (the env video's seeds) and 32 clips of the real "
+        "protocol": "the bundled model's frozen encoder; its states cached once for 192 generated clips (more where "
+        "generated_clips says so; the training corpus's seeds), 96 + 96 unlabelled episodes of both worlds (the env video's seeds) and 32 clips of the real "
         "training video; a fresh IDM + world model + regulariser trained on them (batch 8 windows of 8 states; "
         "'pairs' = every target predicted from the one state before it, 32 pairs per step); scored by `lawm eval probe`'s "
         "held-out probe (64 generated clips, 32 + 32 probe episodes) and the one-step error with the clip's own latents "
         "against another clip's (64 held-out generated clips, full context); wall_min: wall time on the 2 shared cores "
-        "(other runs and benches shared them). The bundled row is docs/results/probe.json (96 clips, 48 + 48 episodes)",
+        "(other runs and benches shared them). The bundled row is docs/results/probe.json (96 clips, 48 + 48 episodes). "
+        "The ceiling table trains an IDM-shaped network WITH the true motion (MSE on standardised targets, batch 32) on "
+        "the same training sets and scores it on the probe's held-out ones; 'raw pixel patches' feeds it each token's "
+        "2x16x16x3 pixels instead of an encoder's state: what the frames themselves give this reader",
         "command": "PYTHONPATH=. python scripts/lam_recipe.py --context pairs|full --reg sparse|noisy|none [--var V] "
         "[--beta B] [--latent-dim Z] --steps N --out runs/recipe/NAME; --ceiling for the supervised table; "
-        "--summarise runs/recipe/* --json docs/results/lam-recipe.json",
+        "--summarise runs/recipe/* --json docs/results/lam-recipe.json; ceilings: --ceiling [--pixels] [--fusion channels] "
+        "[--generated N] [--sets generated] [--checkpoint CKPT --label NAME]",
         "verdict": verdict,
         "rows": rows,
         "tables": tables,

@@ -210,6 +210,12 @@ class RunConfig(Strict):
             raise ValueError(
                 f"data.size={self.data.size} differs from model.encoder.image_size={self.model.encoder.image_size}: set both"
             )
+        window, tubelet = self.train.encoder.window, self.model.encoder.tubelet
+        if window and (window % tubelet or self.data.frames % window):
+            raise ValueError(
+                f"train.encoder.window={window} must be a multiple of the tubelet ({tubelet}) and divide "
+                f"data.frames={self.data.frames}: choose e.g. {tubelet} or {self.data.frames}, or 0 for whole clips"
+            )
         return self
 
 

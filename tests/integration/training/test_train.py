@@ -47,6 +47,20 @@ def test_resume_continues_from_the_last_checkpoint(tiny_config: RunConfig) -> No
     assert steps == [1, 2, 3]  # step 3 ran once, after resuming; nothing was redone
 
 
+def test_encoder_stage_with_the_change_term_in_windows(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)],
+                           **{"train.encoder.change_weight": 1.0, "train.encoder.window": 4})
+    path = run_stage(config_from_dict(raw), "encoder")
+    logged = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["change_l1"] > 0 and r["loss"] > r["pixel_l1"] for r in logged)
+
+
+def test_encoder_window_that_does_not_fit_the_clip_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.encoder.window": 6})  # clips of 8 frames
+    with pytest.raises(ValueError, match=r"train.encoder.window=6 must be a multiple of the tubelet \(2\) and divide data.frames=8"):
+        config_from_dict(raw)  # refused when the config loads, before a run folder exists
+
+
 def test_lam_without_an_encoder_says_what_to_run(tiny_config: RunConfig) -> None:
     with pytest.raises(TrainingError, match="lawm train encoder --config tiny"):
         run_stage(tiny_config, "lam")
