@@ -229,6 +229,14 @@ def ceiling_verdict(rows: list[dict], ceiling_rows: list[dict]) -> str:
         text += "; with more training clips the same reader reads more (generated camera motion, R² by training pairs: " + "; ".join(
             f"{name} " + ", ".join(f"{r2:.2f} from {n:,}" for n, r2 in points) for name, points in scaling.items()
         ) + "): data, more than the encoder, is the lever"
+    for run in rows:  # a LAM recipe rerun on more clips: do its latents follow the reader?
+        same = [r for r in rows if r is not run and r.get("generated_clips") == 192 and r.get("context") == run.get("context")
+                and r.get("regulariser") == run.get("regulariser") and r.get("latent_dim") == run.get("latent_dim")]
+        if (run.get("generated_clips") or 192) > 192 and same and run.get("r2_generated") is not None:
+            text += (f"; but the latents hardly follow: the LAM recipe '{same[0]['run']}' on {run['generated_clips']} "
+                     f"generated clips reads {run['r2_generated']:.2f} on generated camera motion ({same[0]['r2_generated']:.2f} "
+                     "on 192) while predicting as well as before, so the unsupervised objective, not what the states "
+                     "hold, now leaves the latents short of the motion")
     return text
 
 
