@@ -517,7 +517,7 @@ def build_demo(
     cfg = load_config(config, overrides or [])
     if reuse_encoder:
         check_reusable_encoder(cfg, stage_dir(cfg, "encoder") / "checkpoint")
-    # from scratch: never resume a run made under another config
+    # From scratch (never resume a run made under another config), unless the check above passed.
     _run_with_progress(cfg, "encoder", resume=reuse_encoder)
     _run_with_progress(cfg, "lam", resume=False)
     for env, (folder, seed) in ENV_VIDEO.items():
