@@ -320,6 +320,7 @@ def main() -> None:
     ap.add_argument("--codebook", type=int, default=None)
     ap.add_argument("--latent-dim", type=int, default=None)
     ap.add_argument("--fusion", choices=["tokens", "channels"], default=None, help="how the IDM takes the pair")
+    ap.add_argument("--warp", action="store_true", help="world_model.warp: the latent's affine map of the token grid")
     ap.add_argument("--sets", nargs="*", default=None, help="ceiling only on these sets (generated, navigation, manipulation)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--idm-lr-mult", type=float, default=1.0)
@@ -354,6 +355,8 @@ def main() -> None:
     idm_update = {k: v for k, v in {"latent_dim": args.latent_dim, "fusion": args.fusion}.items() if v}
     if idm_update:
         cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update=idm_update)})
+    if args.warp:
+        cfg = cfg.model_copy(update={"world_model": cfg.world_model.model_copy(update={"warp": True})})
     model = LatentActionModel(cfg)
     model.encoder.load_state_dict(base.encoder.state_dict())
     model.decoder.load_state_dict(base.decoder.state_dict())

@@ -16,7 +16,7 @@ from torch import nn
 
 from training.config import OptimConfig
 
-ADAMW_ONLY = ("proj_in", "proj_out", "head", "patch_embed", "codebook", "step_embed", "query", "embed")
+ADAMW_ONLY = ("proj_in", "proj_out", "head", "patch_embed", "codebook", "step_embed", "query", "embed", "warp")
 
 
 def split_parameters(modules: Iterable[tuple[str, nn.Module]]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

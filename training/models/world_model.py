@@ -4,7 +4,10 @@ A ViT with 3-D RoPE (time, row, column), block-causal attention over time (every
 t sees all tokens at steps <= t), and AdaLN-zero conditioning applied frame by frame: the
 tokens of step t are modulated by z_t only (PAPER-NOTES §1.2; after jepa-wms' FWAdaLNBlock).
 The modulation layers are zero-initialised, so at init every block is the identity.
-Trained with teacher forcing and an L1 loss on the next state.
+Trained with teacher forcing and an L1 loss on the next state. With `world_model.warp` the
+predicted change is added to the current state resampled under an affine map of the token grid
+read from the latent (`warp_tokens`), so a latent can carry how the view moved in a form the model
+applies exactly.
 
 Inference can run frame by frame with a key/value cache (`prefill`, then `step`): attention is
 block-causal and the conditioning is per frame, so a frame's keys and values in every block depend
@@ -36,6 +39,38 @@ from training.models.modules import (
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+def _linear_weights(src: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation weights of the positions `src` `[...]` over `axis` `[g]`: `[..., g]`.
+    Written as floor + fraction rather than a hat `relu(1 - |src - k|)`: the hat's gradient is zero
+    at integer positions, so an identity warp (where training starts) would never move."""
+    low = src.floor()
+    frac = src - low  # its gradient is 1 everywhere: the warp learns from the identity
+    at_low = (axis == low[..., None]).to(src.dtype)
+    at_high = (axis == low[..., None] + 1).to(src.dtype)
+    return at_low * (1 - frac[..., None]) + at_high * frac[..., None]
+
+
+def warp_tokens(states: torch.Tensor, affine: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bilinear resampling of each frame's token grid under its own affine map.
+
+    states `[B, T, N, D]` (N = grid², row-major), affine `[B, T, 6]` = (a, b, c, d, tx, ty): output
+    token at (x, y) (columns, rows, centred on the grid, in tokens) reads the input at
+    `(x + a·x + b·y + tx, y + c·x + d·y + ty)`, clamped to the grid's edge (the border repeats, as
+    new content entering the view is unknown). All zeros is the identity. Built from elementwise ops
+    and a matmul (interpolation weights `[B, T, N, N]`), so it exports to ONNX.
+    """
+    centre = (grid - 1) / 2
+    axis = torch.arange(grid, device=states.device, dtype=states.dtype)  # [g]
+    y, x = torch.meshgrid(axis - centre, axis - centre, indexing="ij")
+    x, y = x.reshape(-1), y.reshape(-1)  # [N] output positions
+    a, b, c, d, tx, ty = affine.unbind(-1)  # each [B, T]
+    src_x = (x + a[..., None] * x + b[..., None] * y + tx[..., None] + centre).clamp(0, grid - 1)  # [B, T, N]
+    src_y = (y + c[..., None] * x + d[..., None] * y + ty[..., None] + centre).clamp(0, grid - 1)
+    wx, wy = _linear_weights(src_x, axis), _linear_weights(src_y, axis)  # [B, T, N, g] per column, row
+    weights = (wy[..., :, None] * wx[..., None, :]).flatten(-2)  # [B, T, N, N]
+    return weights @ states  # [B, T, N, D]
 
 
 class FrameAdaLNBlock(nn.Module):
@@ -129,6 +164,11 @@ class WorldModel(nn.Module):
             nn.init.zeros_(block.modulation[1].bias)
         nn.init.zeros_(self.final_modulation[1].weight)
         nn.init.zeros_(self.final_modulation[1].bias)
+        # The latent's affine map of the token grid (world_model.warp); zero: the identity at init
+        self.warp_modulation = nn.Linear(latent_dim, 6) if cfg.warp else None
+        if self.warp_modulation is not None:
+            nn.init.zeros_(self.warp_modulation.weight)
+            nn.init.zeros_(self.warp_modulation.bias)
         positions = grid_positions(cfg.max_steps, grid, grid)  # [S*N, 3]
         cos, sin = rope_tables(positions, cfg.dim // cfg.heads)
         self.register_buffer("rope_cos", cos, persistent=False)  # sliced to the context length
@@ -143,6 +183,13 @@ class WorldModel(nn.Module):
         """The shape of a `KVCache` tensor holding `frames` frames: `[B, layers, heads, T*N, Dh]`."""
         return (batch, self.cfg.depth, self.cfg.heads, frames * self.tokens, self.cfg.dim // self.cfg.heads)
 
+    def base(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """What the predicted change is added to: each state `[B, T, N, D]` itself, or warped by its
+        latent `[B, T, Z]` when `world_model.warp` is set."""
+        if self.warp_modulation is None:
+            return states
+        return warp_tokens(states, self.warp_modulation(latents), self.grid)
+
     def forward(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """states `[B, T, N, D]` (s_0..s_{T-1}), latents `[B, T, Z]` (z_0..z_{T-1})
         -> predictions `[B, T, N, D]` where output t is ŝ_{t+1}."""
@@ -156,7 +203,7 @@ class WorldModel(nn.Module):
         for block in self.blocks:
             x = block(x, latents, mask, rope)
         shift, scale = self.final_modulation(latents)[:, :, None, :].chunk(2, dim=-1)
-        return states + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
+        return self.base(states, latents) + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
 
     def next_state(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """One uncached step: context `[B, T, N, D]` and its latents `[B, T, Z]` (the last one is the
@@ -206,7 +253,7 @@ class WorldModel(nn.Module):
             keys.append(k)
             values.append(v)
         shift, scale = self.final_modulation(latents)[:, :, None, :].chunk(2, dim=-1)
-        predictions = states + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
+        predictions = self.base(states, latents) + self.proj_out(modulate(self.norm_out(x), shift, scale))  # [B, T, N, D]
         if buffer is not None:
             end = start + length
             return predictions, KVCache(buffer.keys[:, :, :, :end], buffer.values[:, :, :, :end])

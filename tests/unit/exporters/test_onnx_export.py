@@ -97,3 +97,18 @@ def test_every_arena_gives_the_same_numbers(world_model_onnx: Path) -> None:
     with pytest.raises(ValueError, match="arena must be one of"):
         OrtComponent("world_model", world_model_onnx, ins, outs, PROFILES["world_model"], ["CPUExecutionProvider"],
                      arena="pooled")
+
+
+def test_a_warping_world_model_exports_and_matches_torch(tmp_path: Path) -> None:
+    """`world_model.warp` (interpolation weights built from floor/compare ops) through onnxruntime."""
+    model = tiny_model(None, **{"model.world_model.warp": True})
+    ins, outs = SPECS["world_model"]
+    path = export_component(build_graph(model, "world_model"), ins, outs, PROFILES["world_model"], model.cfg,
+                            tmp_path / "world_model.onnx")
+    comp = OrtComponent("world_model", path, ins, outs, PROFILES["world_model"], ["CPUExecutionProvider"])
+    x = random_inputs(ins, 3, 4, model.cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.world_model(x["states"], x["latents"]).numpy()
+        assert not torch.allclose(model.world_model.base(x["states"], x["latents"]), x["states"], atol=1e-3)
+    got = comp.run({k: v.numpy() for k, v in x.items()})["predictions"]
+    assert np.abs(got - expected).max() <= TOLERANCES["fp32"] * output_scale(expected)

@@ -1,0 +1,103 @@
+"""`world_model.warp`: the latent's affine map of the token grid (`warp_tokens`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from training.config import WorldModelConfig
+from training.models.world_model import WorldModel, warp_tokens
+
+G, D, Z = 4, 3, 8
+N = G * G
+
+
+def grid_states(batch: int = 1, steps: int = 1) -> torch.Tensor:
+    """Token (row r, column c) holds (r, c, 10r + c), so where a value came from can be read off."""
+    r, c = torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij")
+    tokens = torch.stack([r, c, 10 * r + c], dim=-1).float().reshape(N, D)
+    return tokens.expand(batch, steps, N, D).clone()
+
+
+def affine(a: float = 0, b: float = 0, c: float = 0, d: float = 0, tx: float = 0, ty: float = 0) -> torch.Tensor:
+    return torch.tensor([[[a, b, c, d, tx, ty]]])  # [1, 1, 6]
+
+
+def test_zero_is_the_identity() -> None:
+    states = torch.randn(2, 3, N, D)
+    assert torch.equal(warp_tokens(states, torch.zeros(2, 3, 6), G), states)
+
+
+@pytest.mark.parametrize(("tx", "ty"), [(1, 0), (-2, 0), (0, 1), (1, -1)])
+def test_a_whole_token_shift_moves_the_grid_and_repeats_the_border(tx: int, ty: int) -> None:
+    out = warp_tokens(grid_states(), affine(tx=tx, ty=ty), G).reshape(G, G, D)
+    for r in range(G):
+        for c in range(G):
+            src_r, src_c = min(max(r + ty, 0), G - 1), min(max(c + tx, 0), G - 1)
+            assert out[r, c].tolist() == [src_r, src_c, 10 * src_r + src_c]
+
+
+def test_a_fractional_shift_interpolates_between_neighbours() -> None:
+    out = warp_tokens(grid_states(), affine(tx=0.25), G).reshape(G, G, D)
+    assert out[0, 0, 1].item() == pytest.approx(0.25)  # column 0.25 of the way to column 1
+    assert out[2, 1, 2].item() == pytest.approx(21.25)
+    assert out[2, G - 1, 1].item() == pytest.approx(G - 1)  # past the edge: the border column
+
+
+def test_a_zoom_about_the_centre_keeps_the_centre_and_spreads_the_rest() -> None:
+    states = grid_states()
+    out = warp_tokens(states, affine(a=-0.5, d=-0.5), G).reshape(G, G, D)  # sample at half the distance
+    centre = (G - 1) / 2
+    for r in range(G):
+        for c in range(G):
+            assert out[r, c, 0].item() == pytest.approx(centre + (r - centre) / 2)
+            assert out[r, c, 1].item() == pytest.approx(centre + (c - centre) / 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_the_warp_has_a_gradient_at_the_identity_where_training_starts(seed: int) -> None:
+    """A hat kernel relu(1-|x-k|) has zero gradient at integer positions: the warp would never move."""
+    gen = torch.Generator().manual_seed(seed)
+    states = torch.randn(1, 1, N, D, generator=gen)
+    theta = torch.zeros(1, 1, 6, requires_grad=True)
+    (warp_tokens(states, theta, G) * torch.randn(1, 1, N, D, generator=gen)).sum().backward()
+    assert theta.grad is not None and theta.grad[..., 4:].abs().sum() > 0  # the shift can learn
+
+
+def warp_model(seed: int = 0, perturb: bool = True) -> WorldModel:
+    torch.manual_seed(seed)
+    model = WorldModel(WorldModelConfig(dim=16, depth=2, heads=2, max_steps=8, warp=True), D, G, Z).eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_at_init_the_warp_model_predicts_the_copy_baseline_whatever_the_latent() -> None:
+    model = warp_model(perturb=False)
+    states = torch.randn(2, 5, N, D)
+    assert torch.equal(model(states, torch.randn(2, 5, Z)), states)
+
+
+@torch.no_grad()
+def test_the_latent_moves_the_base_and_the_cache_still_equals_the_whole_context() -> None:
+    model = warp_model()
+    gen = torch.Generator().manual_seed(1)
+    states, latents = torch.randn(2, 6, N, D, generator=gen), torch.randn(2, 6, Z, generator=gen)
+    assert not torch.allclose(model.base(states, latents), states, atol=1e-3)  # the latent warps the state
+    expected = model(states, latents)
+    nxt, cache = model.prefill(states[:, :2], latents[:, :2])
+    assert (nxt - expected[:, 1]).abs().max() <= 1e-5
+    for t in range(2, 6):
+        nxt, cache = model.step(cache, states[:, t], latents[:, t])
+        assert (nxt - expected[:, t]).abs().max() <= 1e-5
+
+
+def test_without_warp_the_model_has_no_warp_weights_so_older_checkpoints_load() -> None:
+    model = WorldModel(WorldModelConfig(dim=16, depth=1, heads=2), D, G, Z)
+    assert model.warp_modulation is None
+    assert not any("warp" in k for k in model.state_dict())
