@@ -18,6 +18,7 @@ The lever this script was written for is the world model's *context* while the L
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from training.evaluation.probe import probe_table
 from training.loop import regularizer_ramp
 from training.models.encoder import FrameCausalEncoder
 from training.models.lam import LatentActionModel
+from training.models.world_model import warp_tokens
 from training.optim import build_optimizers, lr_factor, set_lr
 
 ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}  # the env video's seeds, not the probe's
@@ -126,6 +128,37 @@ def idm_vs_another(model: LatentActionModel, states: torch.Tensor) -> dict[str, 
         alt = (model.world_model(context, fit(other)) - target).abs().mean()
         out[f"{name}_reduction_vs_another"] = float(1 - own / alt)
     return out
+
+
+@torch.no_grad()
+def warp_check(model: LatentActionModel, states: torch.Tensor, motion: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """Does the world model's warp (world_model.warp) follow the camera? On held-out generated clips
+    (states `[C, S, N, D]`, true motion `[C, S-1, 3]`, steps without a cut): the one-step L1 of copying
+    the state, of the warp the true motion asks for, of the latent's warp alone and of the whole model, and the R² of a least-squares map from the warp's six
+    parameters to the true dx, dy, log-zoom (a warp that follows the camera scores near 1)."""
+    from training.evaluation.probe import r2_scores
+
+    z = model.latent_actions(states)  # [C, S-1, Z]
+    context, target = states[:, :-1], states[:, 1:]
+    flat = context.reshape(-1, 1, *context.shape[2:])
+    whole = model.world_model(flat, z.reshape(-1, 1, z.shape[-1])).reshape(target.shape)
+    affine = model.world_model.warp_modulation(z)[torch.from_numpy(valid)].numpy()  # [M, 6]
+    x = np.concatenate([affine, np.ones((len(affine), 1))], axis=1)
+    y = motion[valid]
+    fit = x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    # The warp the true motion asks for: content moves by (dx, dy) model pixels and scales by the zoom
+    true = torch.from_numpy(motion).float()  # [C, S-1, 3]
+    patch = model.cfg.encoder.patch
+    scale = torch.exp(-true[..., 2]) - 1
+    zero = torch.zeros_like(scale)
+    oracle = torch.stack([scale, zero, zero, scale, -true[..., 0] / patch, -true[..., 1] / patch], dim=-1)
+    valid_t = torch.from_numpy(valid)
+    return {"l1_copy": float((target - context).abs().mean(-1)[valid_t].mean()),
+            "l1_true_motion_warp": float((target - warp_tokens(context, oracle, model.encoder.grid)).abs().mean(-1)[valid_t].mean()),
+            "l1_warp_only": float((target - model.world_model.base(context, z)).abs().mean(-1)[valid_t].mean()),
+            "l1_model": float((target - whole).abs().mean(-1)[valid_t].mean()),
+            "warp_r2_dx_dy_zoom": [None if v is None else float(v) for v in r2_scores(y, fit)],
+            "warp_shift_std_tokens": float(affine[:, 4:].std(0).mean())}
 
 
 def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe_episodes: int,
@@ -240,6 +273,25 @@ def ceiling_verdict(rows: list[dict], ceiling_rows: list[dict]) -> str:
     return text
 
 
+def conditioning(args: dict) -> str:
+    """How a run's world model takes the latent."""
+    if not args.get("warp"):
+        return "AdaLN"
+    init = args.get("warp_init") or 0.0
+    return "AdaLN + warp" + (f" (head init σ {init:g})" if init else " (head init 0)")
+
+
+def warp_columns(check: dict | None) -> dict[str, float]:
+    """A warp run's row: how much of the one-step change the warp alone explains, and whether it
+    follows the camera (R² of dx, dy from the warp's parameters)."""
+    if not check:
+        return {}
+    r2 = [v for v in check["warp_r2_dx_dy_zoom"][:2] if v is not None]
+    return {"warp_l1_vs_copy": round(1 - check["l1_warp_only"] / check["l1_copy"], 4),
+            "true_motion_warp_l1_vs_copy": round(1 - check["l1_true_motion_warp"] / check["l1_copy"], 4),
+            "warp_r2_pan": round(float(np.mean(r2)), 4) if r2 else None}
+
+
 def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
     """One table of every finished run (result.json) for docs/results/, rendered by `lawm docs`."""
     rows = []
@@ -249,17 +301,19 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         reg = a["reg"] + "".join(f", {k} {a[k]:g}" for k in ("var", "l1", "beta") if a.get(k) is not None)
         rows.append({
             "run": run.name, "context": a["context"], "regulariser": reg, "latent_dim": a.get("latent_dim") or 128,
+            "conditioning": conditioning(a),
             "steps": a["steps"], "generated_clips": a.get("generated", 192), "wall_min": round(r["train_s"] / 60, 1),
             "vs_another_generated": r["idm_vs_another_generated"]["full_reduction_vs_another"],
             **{f"r2_{key}": probe.get((data, "IDM latent")) for key, data in
                (("generated", "generated camera motion"), ("navigation", "navigation"), ("manipulation", "manipulation"))},
             "shortcut_generated": probe.get(("generated camera motion", "shortcut: latent -> pooled state change")),
+            **warp_columns(r["idm_vs_another_generated"].get("warp")),
         })
     bundled = Path("docs/results/probe.json")
     if bundled.exists():  # the reference: the bundled model, trained by the video loop
         probe = {(p["data"], p["features"]): p["r2_mean"] for p in json.loads(bundled.read_text())["rows"]}
         rows.append({"run": "bundled models/demo (reference)", "context": "full", "regulariser": "sparse, var 0.1",
-                     "latent_dim": 128, "steps": 1100,
+                     "latent_dim": 128, "steps": 1100, "conditioning": "AdaLN",
                      **{f"r2_{key}": probe.get((data, "IDM latent")) for key, data in
                         (("generated", "generated camera motion"), ("navigation", "navigation"),
                          ("manipulation", "manipulation"))},
@@ -275,6 +329,7 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         kept = [r for r in earlier.get("rows", []) if r["run"] not in names and "(reference)" not in r["run"]]
         for r in kept:
             r.setdefault("generated_clips", 192)  # every run before the column existed used the default
+            r.setdefault("conditioning", "AdaLN")  # and every run before the warp
         rows = kept + rows
         keys = {(r["encoder"], r["data"]) for r in ceiling_rows}
         ceiling_rows = [r for t in earlier.get("tables", []) for r in t["rows"]
@@ -306,6 +361,38 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
     out.write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def build_model(args: argparse.Namespace) -> LatentActionModel:
+    """A fresh IDM + regulariser + world model as the run's options say, on the checkpoint's encoder
+    and decoder."""
+    base = load_lam(args.checkpoint)
+    reg_update = {k: v for k, v in {"kind": args.reg, "var": args.var, "l1": args.l1, "beta": args.beta,
+                                     "codebook_size": args.codebook}.items() if v is not None}
+    cfg = base.cfg.model_copy(update={"regularizer": base.cfg.regularizer.model_copy(update=reg_update)})
+    idm_update = {k: v for k, v in {"latent_dim": args.latent_dim, "fusion": args.fusion}.items() if v}
+    if idm_update:
+        cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update=idm_update)})
+    if args.warp:
+        cfg = cfg.model_copy(update={"world_model": cfg.world_model.model_copy(update={"warp": True})})
+    model = LatentActionModel(cfg)
+    model.encoder.load_state_dict(base.encoder.state_dict())
+    model.decoder.load_state_dict(base.decoder.state_dict())
+    return model
+
+
+def recheck_warp(run: Path) -> None:
+    """Add `warp_check` to a finished warp run's result.json (runs that ended before it existed)."""
+    result = json.loads((run / "result.json").read_text())
+    ns = argparse.Namespace(**{k: result["args"].get(k) for k in (
+        "checkpoint", "reg", "var", "l1", "beta", "codebook", "latent_dim", "fusion", "warp")})
+    model = build_model(ns)
+    model.load_state_dict(torch.load(run / "lam.pt"), strict=False)
+    model.eval()
+    held = heldout_generated(model.cfg.encoder.image_size, clips=result["args"]["probe_clips"])
+    result["idm_vs_another_generated"]["warp"] = warp_check(model, encode_all(model, held.video), held.motion, held.valid)
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["idm_vs_another_generated"]["warp"]), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="models/demo")
@@ -321,6 +408,12 @@ def main() -> None:
     ap.add_argument("--latent-dim", type=int, default=None)
     ap.add_argument("--fusion", choices=["tokens", "channels"], default=None, help="how the IDM takes the pair")
     ap.add_argument("--warp", action="store_true", help="world_model.warp: the latent's affine map of the token grid")
+    ap.add_argument("--warp-init", type=float, default=0.0,
+                    help="std of the warp head's initial weights (0: zero, the identity whatever the latent)")
+    ap.add_argument("--warp-loss", type=float, default=0.0,
+                    help="weight of an L1 term on the warp alone: the latent's warp of s_t must explain s_{t+1}")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="a file of the training states: read when it exists, else written (same checkpoint and sizes)")
     ap.add_argument("--sets", nargs="*", default=None, help="ceiling only on these sets (generated, navigation, manipulation)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--idm-lr-mult", type=float, default=1.0)
@@ -337,7 +430,12 @@ def main() -> None:
     ap.add_argument("--pixels", action="store_true", help="ceiling on raw pixel patches instead of the encoder's states")
     ap.add_argument("--summarise", nargs="*", type=Path, help="finished run folders to tabulate into --json")
     ap.add_argument("--json", type=Path, default=Path("docs/results/lam-recipe.json"))
+    ap.add_argument("--recheck-warp", nargs="*", type=Path, help="finished warp runs to add the warp check to")
     args = ap.parse_args()
+    if args.recheck_warp:
+        for run in args.recheck_warp:
+            recheck_warp(run)
+        return
     if args.summarise is not None:
         runs = [r for r in args.summarise if (r / "result.json").exists()]
         ceilings = [r / "ceiling.json" for r in args.summarise if (r / "ceiling.json").exists()]
@@ -348,18 +446,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = load_lam(args.checkpoint)
-    reg_update = {k: v for k, v in {"kind": args.reg, "var": args.var, "l1": args.l1, "beta": args.beta,
-                                     "codebook_size": args.codebook}.items() if v is not None}
-    cfg = base.cfg.model_copy(update={"regularizer": base.cfg.regularizer.model_copy(update=reg_update)})
-    idm_update = {k: v for k, v in {"latent_dim": args.latent_dim, "fusion": args.fusion}.items() if v}
-    if idm_update:
-        cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update=idm_update)})
-    if args.warp:
-        cfg = cfg.model_copy(update={"world_model": cfg.world_model.model_copy(update={"warp": True})})
-    model = LatentActionModel(cfg)
-    model.encoder.load_state_dict(base.encoder.state_dict())
-    model.decoder.load_state_dict(base.decoder.state_dict())
+    model = build_model(args)
+    cfg = model.cfg
     model.source = f"{args.checkpoint} encoder + {out}"  # type: ignore[attr-defined]
 
     if args.ceiling:
@@ -370,8 +458,15 @@ def main() -> None:
                               train_clips=args.generated, train_episodes=args.episodes, only=args.sets)
         (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
         return
+    if args.warp_init and model.world_model.warp_modulation is not None:
+        torch.nn.init.normal_(model.world_model.warp_modulation.weight, std=args.warp_init)
     t0 = time.perf_counter()
-    pools = training_states(model, args.generated, args.episodes, args.real)
+    if args.cache is not None and args.cache.exists():
+        pools = torch.load(args.cache)
+    else:
+        pools = training_states(model, args.generated, args.episodes, args.real)
+        if args.cache is not None:
+            torch.save(pools, args.cache)
     print(f"cached states in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in pools.items()), flush=True)
     weights = {"generated": 0.35, "navigation": 0.2, "manipulation": 0.2, "real": 0.25}
 
@@ -389,6 +484,9 @@ def main() -> None:
         if pairs:
             states = as_pairs(states, args.batch * 4, rng)
         res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup))
+        if args.warp_loss:
+            warp_only = torch.nn.functional.l1_loss(model.world_model.base(states[:, :-1], res.latents), states[:, 1:])
+            res = dataclasses.replace(res, loss=res.loss + args.warp_loss * warp_only)
         for o in optimizers:
             o.zero_grad(set_to_none=True)
         res.loss.backward()
@@ -407,7 +505,10 @@ def main() -> None:
     model.eval()
     train_s = time.perf_counter() - t0
     held = heldout_generated(cfg.encoder.image_size, clips=args.probe_clips)
-    quick = idm_vs_another(model, encode_all(model, held.video))
+    held_states = encode_all(model, held.video)
+    quick = idm_vs_another(model, held_states)
+    if cfg.world_model.warp:
+        quick["warp"] = warp_check(model, held_states, held.motion, held.valid)
     probe = probe_table(model, clips=args.probe_clips, episodes=args.probe_episodes)
     plain_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result = {"args": plain_args, "train_s": train_s, "idm_vs_another_generated": quick,
