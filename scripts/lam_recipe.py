@@ -18,7 +18,6 @@ The lever this script was written for is the world model's *context* while the L
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -372,7 +371,8 @@ def build_model(args: argparse.Namespace) -> LatentActionModel:
     if idm_update:
         cfg = cfg.model_copy(update={"idm": cfg.idm.model_copy(update=idm_update)})
     if args.warp:
-        cfg = cfg.model_copy(update={"world_model": cfg.world_model.model_copy(update={"warp": True})})
+        warp = {"warp": True, "warp_init": getattr(args, "warp_init", 0.0) or 0.0}
+        cfg = cfg.model_copy(update={"world_model": cfg.world_model.model_copy(update=warp)})
     model = LatentActionModel(cfg)
     model.encoder.load_state_dict(base.encoder.state_dict())
     model.decoder.load_state_dict(base.decoder.state_dict())
@@ -383,7 +383,7 @@ def recheck_warp(run: Path) -> None:
     """Add `warp_check` to a finished warp run's result.json (runs that ended before it existed)."""
     result = json.loads((run / "result.json").read_text())
     ns = argparse.Namespace(**{k: result["args"].get(k) for k in (
-        "checkpoint", "reg", "var", "l1", "beta", "codebook", "latent_dim", "fusion", "warp")})
+        "checkpoint", "reg", "var", "l1", "beta", "codebook", "latent_dim", "fusion", "warp", "warp_init")})
     model = build_model(ns)
     model.load_state_dict(torch.load(run / "lam.pt"), strict=False)
     model.eval()
@@ -458,8 +458,6 @@ def main() -> None:
                               train_clips=args.generated, train_episodes=args.episodes, only=args.sets)
         (out / "ceiling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
         return
-    if args.warp_init and model.world_model.warp_modulation is not None:
-        torch.nn.init.normal_(model.world_model.warp_modulation.weight, std=args.warp_init)
     t0 = time.perf_counter()
     if args.cache is not None and args.cache.exists():
         pools = torch.load(args.cache)
@@ -483,10 +481,8 @@ def main() -> None:
         pairs = args.context == "pairs" or (args.context == "mixed" and rng.random() < 0.5)
         if pairs:
             states = as_pairs(states, args.batch * 4, rng)
-        res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup))
-        if args.warp_loss:
-            warp_only = torch.nn.functional.l1_loss(model.world_model.base(states[:, :-1], res.latents), states[:, 1:])
-            res = dataclasses.replace(res, loss=res.loss + args.warp_loss * warp_only)
+        res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup),
+                             warp_weight=args.warp_loss)
         for o in optimizers:
             o.zero_grad(set_to_none=True)
         res.loss.backward()

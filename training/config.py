@@ -77,6 +77,9 @@ class WorldModelConfig(Strict):
     # alone only offers per-channel scales and shifts, which reward latents that carry global
     # brightness change instead of the motion (docs/results.md, "LAM recipe").
     warp: bool = False
+    # std of the warp head's initial weights: 0 makes the warp the identity whatever the latent; a
+    # random start gives the IDM a gradient through the warp from the first step (train.lam.warp_weight)
+    warp_init: float = 0.0
 
 
 class DecoderConfig(Strict):
@@ -184,6 +187,11 @@ class StageConfig(Strict):
     # Encoder stage: weight of the temporal ranking of state distances within each clip (states
     # further apart in time must lie further apart), which makes the states a planning cost.
     ranking_weight: float = 0.0
+    # LAM stage (needs model.world_model.warp): weight of an L1 on the latent's warp of s_t alone
+    # against s_{t+1}. The warp can only lower it by following how the view moved, so the IDM must
+    # put the motion into z; without it the world model explains the next state through AdaLN and
+    # the warp stays at the identity (docs/results.md, "LAM recipe").
+    warp_weight: float = 0.0
     # Encoder stage: weight of an L1 on the reconstruction's frame-to-frame change (x_{k+1} - x_k).
     # The plain pixel L1 is dominated by what stays put; this term makes the states keep what moves,
     # which is what the latent actions must read from them.
@@ -216,6 +224,11 @@ class RunConfig(Strict):
         if self.data.size != self.model.encoder.image_size:
             raise ValueError(
                 f"data.size={self.data.size} differs from model.encoder.image_size={self.model.encoder.image_size}: set both"
+            )
+        if self.train.lam.warp_weight and not self.model.world_model.warp:
+            raise ValueError(
+                f"train.lam.warp_weight={self.train.lam.warp_weight:g} needs a warping world model: "
+                "set model.world_model.warp: true, or the weight to 0"
             )
         window, tubelet = self.train.encoder.window, self.model.encoder.tubelet
         if window and (window % tubelet or self.data.frames % window):

@@ -87,10 +87,10 @@ def encoder_stage_loss(
 
 
 def lam_stage_loss(
-    model: LatentActionModel, video: torch.Tensor, regularizer_weight: float = 1.0
+    model: LatentActionModel, video: torch.Tensor, regularizer_weight: float = 1.0, warp_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     states = model.encode(video)  # frozen [B, S, N, D]
-    out = model.lam_loss(states, regularizer_weight=regularizer_weight)
+    out = model.lam_loss(states, regularizer_weight=regularizer_weight, warp_weight=warp_weight)
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
     stats["z_batch_std"] = out.latents.detach().reshape(-1, out.latents.shape[-1]).std(0).mean().item()
     stats.update({k: v.item() for k, v in out.stats.items()})
@@ -125,10 +125,11 @@ class _LossModule(nn.Module):
         self.model, self.stage = model, stage
         self.regularizer_weight = 1.0  # L_z's weight in the LAM stage, set by the loop each step
         self.encoder_options: dict[str, float | int] = {}  # the encoder stage's loss options, set by the loop
+        self.warp_weight = 0.0  # the LAM stage's warp term (train.lam.warp_weight)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
-            return lam_stage_loss(self.model, video, self.regularizer_weight)
+            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight)
         if self.stage == "encoder":
             return encoder_stage_loss(self.model, video, **self.encoder_options)
         return LOSSES[self.stage](self.model, video)
@@ -289,6 +290,7 @@ def run_stage(
     loss_module = _LossModule(model, stage)
     loss_module.encoder_options = {"ranking_weight": stage_cfg.ranking_weight,
                                    "change_weight": stage_cfg.change_weight, "window": stage_cfg.window}
+    loss_module.warp_weight = stage_cfg.warp_weight
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)

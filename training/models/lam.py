@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
@@ -68,9 +69,18 @@ class LatentActionModel(nn.Module):
         """Deterministic latents for inference: states `[B, T, N, D]` -> `[B, T-1, Z]`."""
         return self.regularizer.latent(self.idm(states))
 
-    def lam_loss(self, states: torch.Tensor, regularizer_weight: float = 1.0) -> LamOutput:
-        """Teacher-forced LAM loss on frozen states `[B, T, N, D]`."""
+    def lam_loss(self, states: torch.Tensor, regularizer_weight: float = 1.0, warp_weight: float = 0.0) -> LamOutput:
+        """Teacher-forced LAM loss on frozen states `[B, T, N, D]`; with `warp_weight` (a warping
+        world model) plus that weight times the L1 of the latent's warp of each state alone against
+        the next state."""
         reg = self.regularizer(self.idm(states))  # z [B, T-1, Z]
         prediction_loss, _ = teacher_forced_loss(self.world_model, states, reg.z)
         total = prediction_loss + regularizer_weight * reg.loss
-        return LamOutput(total, prediction_loss, reg.loss, reg.z, reg.stats)
+        stats = dict(reg.stats)
+        if warp_weight:
+            if self.world_model.warp_modulation is None:
+                raise ValueError("warp_weight needs a warping world model (model.world_model.warp: true)")
+            warp_l1 = F.l1_loss(self.world_model.base(states[:, :-1], reg.z), states[:, 1:])
+            total = total + warp_weight * warp_l1
+            stats["warp_l1"] = warp_l1.detach()
+        return LamOutput(total, prediction_loss, reg.loss, reg.z, stats)

@@ -167,7 +167,10 @@ class WorldModel(nn.Module):
         # The latent's affine map of the token grid (world_model.warp); zero: the identity at init
         self.warp_modulation = nn.Linear(latent_dim, 6) if cfg.warp else None
         if self.warp_modulation is not None:
-            nn.init.zeros_(self.warp_modulation.weight)
+            if cfg.warp_init:
+                nn.init.normal_(self.warp_modulation.weight, std=cfg.warp_init)
+            else:
+                nn.init.zeros_(self.warp_modulation.weight)
             nn.init.zeros_(self.warp_modulation.bias)
         positions = grid_positions(cfg.max_steps, grid, grid)  # [S*N, 3]
         cos, sin = rope_tables(positions, cfg.dim // cfg.heads)

@@ -61,6 +61,23 @@ def test_encoder_window_that_does_not_fit_the_clip_is_refused(tmp_path: Path, ti
         config_from_dict(raw)  # refused when the config loads, before a run folder exists
 
 
+def test_lam_stage_with_the_warp_term_logs_it_and_moves_the_warp(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
+        "model.world_model.warp": True, "model.world_model.warp_init": 0.2, "train.lam.warp_weight": 1.0})
+    cfg = config_from_dict(raw)
+    run_stage(cfg, "encoder")
+    path = run_stage(cfg, "lam")
+    logged = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["warp_l1"] > 0 and r["loss"] > r["prediction_l1"] + r["warp_l1"] * 0.99 for r in logged)
+    assert load_checkpoint(path, expected=cfg.model).tensors["world_model.warp_modulation.bias"].abs().sum() > 0
+
+
+def test_a_warp_term_without_a_warping_world_model_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.warp_weight": 1.0})
+    with pytest.raises(ValueError, match=r"train.lam.warp_weight=1 needs a warping world model: set model.world_model.warp: true"):
+        config_from_dict(raw)
+
+
 def test_lam_without_an_encoder_says_what_to_run(tiny_config: RunConfig) -> None:
     with pytest.raises(TrainingError, match="lawm train encoder --config tiny"):
         run_stage(tiny_config, "lam")

@@ -101,3 +101,31 @@ def test_without_warp_the_model_has_no_warp_weights_so_older_checkpoints_load() 
     model = WorldModel(WorldModelConfig(dim=16, depth=1, heads=2), D, G, Z)
     assert model.warp_modulation is None
     assert not any("warp" in k for k in model.state_dict())
+
+
+def test_the_warp_term_is_the_l1_of_the_latents_warp_alone() -> None:
+    from tests.unit.exporters.tiny import tiny_model_config
+    from training.models.lam import LatentActionModel
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config(**{"model.world_model.warp": True, "model.world_model.warp_init": 0.2})
+    lam = LatentActionModel(cfg)
+    states = torch.randn(2, 4, lam.encoder.grid ** 2, lam.encoder.dim)
+    torch.manual_seed(1)
+    plain = lam.lam_loss(states)
+    torch.manual_seed(1)  # the same regulariser noise
+    warped = lam.lam_loss(states, warp_weight=2.0)
+    expected = (lam.world_model.base(states[:, :-1], warped.latents) - states[:, 1:]).abs().mean()
+    assert warped.stats["warp_l1"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert warped.loss.item() == pytest.approx(plain.loss.item() + 2.0 * expected.item(), rel=1e-5)
+    assert "warp_l1" not in plain.stats
+    with pytest.raises(ValueError, match="needs a warping world model"):
+        LatentActionModel(tiny_model_config()).lam_loss(states, warp_weight=1.0)
+
+
+def test_a_random_warp_head_warps_from_the_first_step_and_zero_latents_keep_the_identity() -> None:
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(dim=16, depth=1, heads=2, warp=True, warp_init=0.2), D, G, Z)
+    states = torch.randn(1, 2, N, D)
+    assert not torch.allclose(model.base(states, torch.randn(1, 2, Z)), states, atol=1e-3)
+    assert torch.equal(model.base(states, torch.zeros(1, 2, Z)), states)
