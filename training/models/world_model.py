@@ -73,6 +73,20 @@ def warp_tokens(states: torch.Tensor, affine: torch.Tensor, grid: int) -> torch.
     return weights @ states  # [B, T, N, D]
 
 
+def warp_frames(frames: torch.Tensor, affine: torch.Tensor, grid: int) -> torch.Tensor:
+    """Frames `[B, T, C, H, W]` (any resolution) resampled under `warp_tokens`' affine maps `[B, T, 6]`
+    of a `grid`-token grid over the same view: the pixel-space picture of a latent's warp (training
+    only: bilinear `grid_sample`, border padding)."""
+    b, t, c, h, w = frames.shape
+    a, bb, cc, d, tx, ty = affine.reshape(b * t, 6).unbind(-1)
+    # token units -> grid_sample's [-1, 1] coordinates: one token is 2/grid
+    theta = torch.stack([torch.stack([1 + a, bb, 2 * tx / grid], -1),
+                         torch.stack([cc, 1 + d, 2 * ty / grid], -1)], dim=1)  # [B*T, 2, 3]
+    sampling = F.affine_grid(theta, [b * t, c, h, w], align_corners=False)
+    out = F.grid_sample(frames.reshape(b * t, c, h, w), sampling, padding_mode="border", align_corners=False)
+    return out.reshape(b, t, c, h, w)
+
+
 class FrameAdaLNBlock(nn.Module):
     """Pre-norm block whose norms and residual gates are set per frame from that frame's latent."""
 

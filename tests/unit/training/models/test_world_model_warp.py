@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.config import WorldModelConfig
-from training.models.world_model import WorldModel, warp_tokens
+from training.models.world_model import WorldModel, warp_frames, warp_tokens
 
 G, D, Z = 4, 3, 8
 N = G * G
@@ -129,3 +129,30 @@ def test_a_random_warp_head_warps_from_the_first_step_and_zero_latents_keep_the_
     states = torch.randn(1, 2, N, D)
     assert not torch.allclose(model.base(states, torch.randn(1, 2, Z)), states, atol=1e-3)
     assert torch.equal(model.base(states, torch.zeros(1, 2, Z)), states)
+
+
+@pytest.mark.parametrize("affine_row", [[0, 0, 0, 0, 1.0, 0], [0, 0, 0, 0, 0, -2.0], [0, 0, 0, 0, -1.0, 1.0]])
+def test_the_pixel_warp_is_the_token_warp_on_frames_of_flat_tokens(affine_row: list[float]) -> None:
+    """A frame whose every token is a flat block: the pixel warp read at the tokens' centres equals
+    the token warp for whole-token shifts."""
+    p = 4
+    tokens = torch.randn(1, 1, N, 3)
+    frame = tokens.reshape(1, 1, G, G, 3).permute(0, 1, 4, 2, 3).repeat_interleave(p, 3).repeat_interleave(p, 4)
+    theta = torch.tensor([[affine_row]])
+    by_tokens = warp_tokens(tokens, theta, G).reshape(1, 1, G, G, 3).permute(0, 1, 4, 2, 3)
+    by_pixels = warp_frames(frame, theta, G)[..., p // 2 :: p, p // 2 :: p]  # [1, 1, 3, G, G]
+    assert torch.allclose(by_pixels, by_tokens, atol=1e-6)
+
+
+def test_a_fractional_pixel_warp_moves_a_ramp_by_the_same_fraction_of_a_token() -> None:
+    """On a horizontal ramp (value = the column, in tokens) both warps interpolate exactly: a shift of
+    0.25 tokens reads 0.25 further along, away from the last column (where the border repeats)."""
+    p = 8
+    ramp = (torch.arange(G * p) + 0.5) / p - 0.5  # pixel u -> its position in tokens
+    frame = ramp.expand(1, 1, 1, G * p, G * p).clone()
+    tokens = torch.arange(G).float().repeat(G).reshape(1, 1, N, 1)  # column index of each token
+    theta = affine(tx=0.25)
+    moved = warp_frames(frame, theta, G) - frame  # [1, 1, 1, H, W]: how far along the ramp each pixel now reads
+    by_tokens = warp_tokens(tokens, theta, G).reshape(G, G) - tokens.reshape(G, G)
+    assert torch.allclose(moved[..., : (G - 1) * p], torch.tensor(0.25), atol=1e-5)
+    assert torch.allclose(by_tokens[:, : G - 1], torch.tensor(0.25), atol=1e-5)
