@@ -316,6 +316,11 @@ def warp_verdict(rows: list[dict]) -> str:
                  f"'{best['run']}' reads {best['r2_generated']:.2f} generated / {best['r2_navigation']:.2f} navigation / "
                  f"{best['r2_manipulation']:.2f} manipulation (its warp explains {best['warp_l1_vs_copy']:.0%}, follows the "
                  f"camera at R² {best['warp_r2_pan']:.2f}) — the largest gain of any lever so far, still far below the bars")
+        others = [r for r in termed if r is not best]
+        if others:
+            text += " (" + "; ".join(
+                f"{r['conditioning'].split(', ', 1)[1]}, {r['context']} context, {r['regulariser']}: {r['r2_generated']:.2f} / "
+                f"{r['r2_navigation']:.2f} / {r['r2_manipulation']:.2f}" for r in others) + ")"
     return text
 
 
@@ -398,11 +403,17 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         "(other runs and benches shared them). The bundled row is docs/results/probe.json (96 clips, 48 + 48 episodes). "
         "The ceiling table trains an IDM-shaped network WITH the true motion (MSE on standardised targets, batch 32) on "
         "the same training sets and scores it on the probe's held-out ones; 'raw pixel patches' feeds it each token's "
-        "2x16x16x3 pixels instead of an encoder's state: what the frames themselves give this reader",
+        "2x16x16x3 pixels instead of an encoder's state: what the frames themselves give this reader. Warp runs "
+        "(world_model.warp): warp_l1_vs_copy is how much of the one-step L1 against copying the state the latent's "
+        "warp alone removes on the 64 held-out generated clips, true_motion_warp_l1_vs_copy the same for the warp the "
+        "true camera motion asks for, warp_r2_pan the R² of dx, dy from the warp's six parameters (least squares); "
+        "'warp term' is train.lam.warp_weight, 'pixel warp term' the same L1 on each state's first frame (32 px) "
+        "warped by the latent's warp against the next state's",
         "command": "PYTHONPATH=. python scripts/lam_recipe.py --context pairs|full --reg sparse|noisy|none [--var V] "
         "[--beta B] [--latent-dim Z] --steps N --out runs/recipe/NAME; --ceiling for the supervised table; "
         "--summarise runs/recipe/* --json docs/results/lam-recipe.json; ceilings: --ceiling [--pixels] [--fusion channels] "
-        "[--generated N] [--sets generated] [--checkpoint CKPT --label NAME]",
+        "[--generated N] [--sets generated] [--checkpoint CKPT --label NAME]; warp runs: --warp --warp-init 0.2 "
+        "[--warp-loss W | --pixel-warp-loss W] --generated 768 --cache runs/cache/demo-768.pt",
         "verdict": verdict,
         "rows": rows,
         "tables": tables,
