@@ -1,5 +1,7 @@
 """Strict configs: unknown keys are named, overrides apply, both shipped configs load."""
 
+from pathlib import Path
+
 import pytest
 
 from training.config import ConfigError, config_from_dict, load_config, model_config_diff
@@ -10,6 +12,11 @@ def test_shipped_configs_load() -> None:
     assert demo.model.regularizer.l1 == 0.01
     assert paper.train.lam.batch == 1024 and paper.train.lam.optim.optimizer == "muon"
     assert paper.model.encoder.source == "vjepa2" and paper.model.world_model.depth == 24
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[3] / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_names_itself(path: Path) -> None:
+    assert load_config(str(path)).name == path.stem
 
 
 @pytest.mark.parametrize(
