@@ -321,6 +321,11 @@ def warp_verdict(rows: list[dict]) -> str:
             text += " (" + "; ".join(
                 f"{r['conditioning'].split(', ', 1)[1]}, {r['context']} context, {r['regulariser']}: {r['r2_generated']:.2f} / "
                 f"{r['r2_navigation']:.2f} / {r['r2_manipulation']:.2f}" for r in others) + ")"
+        sparse = [r for r in termed if r["regulariser"].startswith("sparse")]
+        if sparse:
+            text += (f"; under the bundle's own recipe (full context, sparse regulariser) the term does not take: the "
+                     f"warp follows the camera at R² {sparse[0]['warp_r2_pan']:.2f} as the sparse latents collapse, so "
+                     "a bundle rebuilt with the warp needs the unconstrained latent or a regulariser that does not collapse")
     return text
 
 
