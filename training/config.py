@@ -72,7 +72,7 @@ class WorldModelConfig(Strict):
     mlp_ratio: float = 4.0
     max_steps: int = 16  # longest context (in latent steps) the model is trained or served with
     # warp: the prediction starts from the current state warped across the token grid by an affine map
-    # read from the latent (zero-initialised: the identity), instead of from the state itself, so a
+    # read from the latent (warp_init 0: the identity at init), instead of from the state itself, so a
     # latent can say how the view moved (pan, zoom, turn) in a form the model can apply exactly; AdaLN
     # alone only offers per-channel scales and shifts, which reward latents that carry global
     # brightness change instead of the motion (docs/results.md, "LAM recipe").

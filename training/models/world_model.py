@@ -178,7 +178,7 @@ class WorldModel(nn.Module):
             nn.init.zeros_(block.modulation[1].bias)
         nn.init.zeros_(self.final_modulation[1].weight)
         nn.init.zeros_(self.final_modulation[1].bias)
-        # The latent's affine map of the token grid (world_model.warp); zero: the identity at init
+        # The latent's affine map of the token grid (world_model.warp); a zero latent is always the identity
         self.warp_modulation = nn.Linear(latent_dim, 6) if cfg.warp else None
         if self.warp_modulation is not None:
             if cfg.warp_init:
