@@ -321,11 +321,12 @@ def warp_verdict(rows: list[dict]) -> str:
             text += " (" + "; ".join(
                 f"{r['conditioning'].split(', ', 1)[1]}, {r['context']} context, {r['regulariser']}: {r['r2_generated']:.2f} / "
                 f"{r['r2_navigation']:.2f} / {r['r2_manipulation']:.2f}" for r in others) + ")"
-        sparse = [r for r in termed if r["regulariser"].startswith("sparse")]
-        if sparse:
-            text += (f"; under the bundle's own recipe (full context, sparse regulariser) the term does not take: the "
-                     f"warp follows the camera at R² {sparse[0]['warp_r2_pan']:.2f} as the sparse latents collapse, so "
-                     "a bundle rebuilt with the warp needs the unconstrained latent or a regulariser that does not collapse")
+        full = [r for r in termed if r["context"] == "full"]
+        if full:
+            text += ("; with full-context teacher forcing (the product's LAM stage) the term does not take: " + "; ".join(
+                f"{r['regulariser']}: the warp follows the camera at R² {r['warp_r2_pan']:.2f}" for r in full)
+                + " (the sparse latents collapse; with the whole clip as context the world model reads the motion "
+                "from the history), so the recipe that helps is the pairs context, not yet the product's")
     return text
 
 
