@@ -325,8 +325,9 @@ def warp_verdict(rows: list[dict]) -> str:
         if full:
             text += ("; with full-context teacher forcing (the product's LAM stage) the term does not take: " + "; ".join(
                 f"{r['regulariser']}: the warp follows the camera at R² {r['warp_r2_pan']:.2f}" for r in full)
-                + " (the sparse latents collapse; with the whole clip as context the world model reads the motion "
-                "from the history), so the recipe that helps is the pairs context, not yet the product's")
+                + " (the sparse latents collapse; the full-context runs had 800 steps against the pairs runs' 1500, and "
+                "whether the clip's history lets the world model do without the motion is not yet measured), so the "
+                "recipe that helps is the pairs context, not yet the product's")
     return text
 
 
