@@ -124,12 +124,16 @@ def batch_of(pools: dict[str, torch.Tensor], weights: dict[str, float], batch: i
     return torch.stack(out), torch.stack(frames) if frames else None
 
 
-def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator) -> torch.Tensor:
-    """`[B, T, ...]` -> `keep` random consecutive pairs `[keep, 2, ...]` (one-state context); the
-    pairs are drawn by `rng`, so the same draw on frames `[B, T, 3, h, w]` picks their frames."""
-    b, t = states.shape[:2]
-    pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2).reshape(b * (t - 1), 2, *states.shape[2:])
-    return pairs[torch.from_numpy(rng.choice(len(pairs), size=min(keep, len(pairs)), replace=False))]
+def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator,
+             frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`[B, T, ...]` -> `keep` random consecutive pairs `[keep, 2, ...]` (one-state context), and
+    the same pairs of `frames` `[B, T, 3, h, w]` when given."""
+    def pairs(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # [B*(T-1), 2, ...]
+
+    count = states.shape[0] * (states.shape[1] - 1)
+    index = torch.from_numpy(rng.choice(count, size=min(keep, count), replace=False))
+    return pairs(states)[index], None if frames is None else pairs(frames)[index]
 
 
 @torch.no_grad()
@@ -554,11 +558,7 @@ def main() -> None:
         states, frames = batch_of(pools, weights, args.batch, 8, rng)  # [B, 8, N, D], [B, 8, 3, h, w]
         pairs = args.context == "pairs" or (args.context == "mixed" and rng.random() < 0.5)
         if pairs:
-            draw = rng.bit_generator.state
-            states = as_pairs(states, args.batch * 4, rng)
-            if frames is not None:
-                rng.bit_generator.state = draw  # the same pairs' frames
-                frames = as_pairs(frames, args.batch * 4, rng)
+            states, frames = as_pairs(states, args.batch * 4, rng, frames)
         res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup),
                              warp_weight=args.warp_loss)
         if args.pixel_warp_loss:
