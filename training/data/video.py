@@ -957,7 +957,7 @@ def _encode(frames: np.ndarray, target: str | BinaryIO, fps: float) -> None:
         stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
-            # one thread: x264's threaded encode is not byte-reproducible under load, and renders are small
+            # one thread: renders are a few small frames, and frame threads add start-up work and nondeterminism
             stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
         elif codec == "mpeg4":
             stream.bit_rate = 4_000_000
