@@ -35,7 +35,7 @@ from training.evaluation.common import heldout_generated, load_lam
 from training.evaluation.probe import probe_table
 from training.loop import regularizer_ramp
 from training.models.encoder import FrameCausalEncoder
-from training.models.lam import LatentActionModel
+from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.world_model import warp_frames, warp_tokens
 from training.optim import build_optimizers, lr_factor, set_lr
 
@@ -128,12 +128,9 @@ def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator,
              frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`[B, T, ...]` -> `keep` random consecutive pairs `[keep, 2, ...]` (one-state context), and
     the same pairs of `frames` `[B, T, 3, h, w]` when given."""
-    def pairs(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # [B*(T-1), 2, ...]
-
     count = states.shape[0] * (states.shape[1] - 1)
     index = torch.from_numpy(rng.choice(count, size=min(keep, count), replace=False))
-    return pairs(states)[index], None if frames is None else pairs(frames)[index]
+    return one_step_pairs(states)[index], None if frames is None else one_step_pairs(frames)[index]
 
 
 @torch.no_grad()

@@ -192,6 +192,11 @@ class StageConfig(Strict):
     # put the motion into z; without it the world model explains the next state through AdaLN and
     # the warp stays at the identity (docs/results.md, "LAM recipe").
     warp_weight: float = 0.0
+    # LAM stage: what the world model predicts each target from. "full": teacher forcing over the
+    # whole clip (the paper's block-causal recipe). "pairs": every clip is cut into its one-step
+    # pairs (s_t, s_{t+1}), so the motion cannot be read from the clip's history and only the latent
+    # can carry it (measured on cached states: docs/results.md, "LAM recipe").
+    context: Literal["full", "pairs"] = "full"
     # Encoder stage: weight of an L1 on the reconstruction's frame-to-frame change (x_{k+1} - x_k).
     # The plain pixel L1 is dominated by what stays put; this term makes the states keep what moves,
     # which is what the latent actions must read from them.

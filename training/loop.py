@@ -31,7 +31,7 @@ from training.config import RunConfig, StageConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
 from training.models.encoder import to_unit_float
-from training.models.lam import LatentActionModel
+from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.regularizers import VectorQuantizer
 from training.models.temporal_metric import temporal_ranking_loss
 from training.optim import build_optimizers, lr_factor, set_lr
@@ -87,9 +87,15 @@ def encoder_stage_loss(
 
 
 def lam_stage_loss(
-    model: LatentActionModel, video: torch.Tensor, regularizer_weight: float = 1.0, warp_weight: float = 0.0
+    model: LatentActionModel,
+    video: torch.Tensor,
+    regularizer_weight: float = 1.0,
+    warp_weight: float = 0.0,
+    context: str = "full",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     states = model.encode(video)  # frozen [B, S, N, D]
+    if context == "pairs":
+        states = one_step_pairs(states)  # [B*(S-1), 2, N, D]
     out = model.lam_loss(states, regularizer_weight=regularizer_weight, warp_weight=warp_weight)
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
     stats["z_batch_std"] = out.latents.detach().reshape(-1, out.latents.shape[-1]).std(0).mean().item()
@@ -126,10 +132,11 @@ class _LossModule(nn.Module):
         self.regularizer_weight = 1.0  # L_z's weight in the LAM stage, set by the loop each step
         self.encoder_options: dict[str, float | int] = {}  # the encoder stage's loss options, set by the loop
         self.warp_weight = 0.0  # the LAM stage's warp term (train.lam.warp_weight)
+        self.context = "full"  # the LAM stage's world-model context (train.lam.context)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
-            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight)
+            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight, self.context)
         if self.stage == "encoder":
             return encoder_stage_loss(self.model, video, **self.encoder_options)
         return LOSSES[self.stage](self.model, video)
@@ -291,6 +298,7 @@ def run_stage(
     loss_module.encoder_options = {"ranking_weight": stage_cfg.ranking_weight,
                                    "change_weight": stage_cfg.change_weight, "window": stage_cfg.window}
     loss_module.warp_weight = stage_cfg.warp_weight
+    loss_module.context = stage_cfg.context
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)

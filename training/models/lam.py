@@ -25,6 +25,16 @@ from training.models.world_model import WorldModel, teacher_forced_loss
 COMPONENTS = ("encoder", "idm", "regularizer", "world_model", "decoder")
 
 
+def one_step_pairs(states: torch.Tensor) -> torch.Tensor:
+    """Clips of states `[B, T, ...]` -> their consecutive pairs `[B*(T-1), 2, ...]`, clip by clip
+    (pair `b*(T-1) + t` is `(states[b, t], states[b, t+1])`)."""
+    b, t = states.shape[:2]
+    if t < 2:
+        raise ValueError(f"one-step pairs need clips of at least 2 states, got {t}")
+    pairs = torch.stack([states[:, :-1], states[:, 1:]], dim=2)  # [B, T-1, 2, ...]
+    return pairs.reshape(b * (t - 1), 2, *states.shape[2:])
+
+
 @dataclass
 class LamOutput:
     loss: torch.Tensor
