@@ -1,11 +1,12 @@
 """Build and write the bundled demo model (`models/demo/`).
 
-The recipe (`lawm build-demo`, about 40 minutes on 2 CPU cores):
-1. the tiny encoder (+ decoder) as an autoencoder, then the LAM, on in-the-wild video
-   (the real sample clips and the procedural generator);
-2. the LAM fine-tuned with unlabelled environment video mixed in (the paper mixes the planning
-   environments' video into its LAM data, App. D) — without it the IDM has never seen the worlds
-   the controller and planner work in, and its latents there are nearly constant;
+The recipe (`lawm build-demo`, about 50 minutes on 2 CPU cores; configs/demo.yaml):
+1. the tiny encoder (+ decoder) as an autoencoder, then the LAM, on in-the-wild video (the real
+   sample clips and the procedural generator) and unlabelled video of the planning worlds; the LAM
+   with the warp term on one-step pairs (docs/results.md, "LAM recipe");
+2. the LAM fine-tuned at a low learning rate on the same mix of real, generated and environment
+   video (the paper mixes the planning environments' video into its LAM data, App. D; a config
+   without `environments` in its sources meets that video only here);
 3. a controller for the navigation world, trained on a little labelled data (48 episodes);
 4. the bundle: fp16 weights (they load as float32), no optimizer state, its evaluation figures
    measured on the bundle as loaded, and the training logs of every stage.

@@ -38,9 +38,15 @@ def test_demo_bundle_is_verified_small_and_matches_the_demo_config() -> None:
 
 def test_idm_latents_carry_the_action(demo) -> None:
     result = idm_prediction_error(demo)
-    assert result["reduction"] >= 0.20, result["rows"]
+    # against another clip's latents (same distribution, none of this clip's motion), not against
+    # zero, which is off-distribution for some latents and on it for others
+    assert result["reduction_vs_shuffled"] >= 0.10, result["rows"]
+    assert result["reduction_vs_shuffled_generated"] >= 0.15, result["rows"]
     recorded = json.loads((DEMO / "evaluation.json").read_text())["idm_prediction_error"]
-    assert recorded["reduction"] == pytest.approx(result["reduction"], rel=1e-4)  # the bundle's figures are reproducible
+    for key in ("reduction", "reduction_vs_shuffled"):  # the bundle's figures are reproducible
+        assert recorded[key] == pytest.approx(result[key], rel=1e-4)
+    # the held-out generated clips pass through libx264, whose output differs slightly between calls
+    assert recorded["reduction_vs_shuffled_generated"] == pytest.approx(result["reduction_vs_shuffled_generated"], abs=0.01)
 
 
 def test_scene_cut_raises_the_error(demo) -> None:
