@@ -37,7 +37,7 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check training exporters service tests
 
-# Rebuilds models/demo/ from this repo (about 40 min on 2 CPU cores; recipe in training/bundle.py).
+# Rebuilds models/demo/ from this repo (about 35 min on 2 CPU cores; recipe in configs/demo.yaml and training/bundle.py).
 demo-model: setup
 	$(VENV)/bin/lawm build-demo --out models/demo
 

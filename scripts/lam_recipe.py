@@ -175,12 +175,17 @@ def warp_check(model: LatentActionModel, states: torch.Tensor, motion: np.ndarra
     zero = torch.zeros_like(scale)
     oracle = torch.stack([scale, zero, zero, scale, -true[..., 0] / patch, -true[..., 1] / patch], dim=-1)
     valid_t = torch.from_numpy(valid)
+    # How far the warp shifts against how far the camera moved (1: all the way; an L1 fit under
+    # uncertain motion shrinks it, and a warp that shifts a quarter of the way renders nearly still)
+    asked = oracle[..., 4:][valid_t].numpy()  # [M, 2] token shifts the true motion asks for
+    slopes = [float(np.polyfit(asked[:, i], affine[:, 4 + i], 1)[0]) for i in range(2)]
     return {"l1_copy": float((target - context).abs().mean(-1)[valid_t].mean()),
             "l1_true_motion_warp": float((target - warp_tokens(context, oracle, model.encoder.grid)).abs().mean(-1)[valid_t].mean()),
             "l1_warp_only": float((target - model.world_model.base(context, z)).abs().mean(-1)[valid_t].mean()),
             "l1_model": float((target - whole).abs().mean(-1)[valid_t].mean()),
             "warp_r2_dx_dy_zoom": [None if v is None else float(v) for v in r2_scores(y, fit)],
-            "warp_shift_std_tokens": float(affine[:, 4:].std(0).mean())}
+            "warp_shift_std_tokens": float(affine[:, 4:].std(0).mean()),
+            "warp_shift_slope_dx_dy": slopes}
 
 
 def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe_episodes: int,
@@ -504,7 +509,15 @@ def main() -> None:
     ap.add_argument("--summarise", nargs="*", type=Path, help="finished run folders to tabulate into --json")
     ap.add_argument("--json", type=Path, default=Path("docs/results/lam-recipe.json"))
     ap.add_argument("--recheck-warp", nargs="*", type=Path, help="finished warp runs to add the warp check to")
+    ap.add_argument("--warp-check", type=Path, default=None,
+                    help="only print the warp check of this checkpoint or bundle (e.g. models/demo)")
     args = ap.parse_args()
+    if args.warp_check is not None:
+        model = load_lam(args.warp_check).eval()
+        held = heldout_generated(model.cfg.encoder.image_size, clips=args.probe_clips)
+        with torch.no_grad():
+            print(json.dumps(warp_check(model, encode_all(model, held.video), held.motion, held.valid), indent=1))
+        return
     if args.recheck_warp:
         for run in args.recheck_warp:
             recheck_warp(run)

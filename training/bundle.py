@@ -1,6 +1,6 @@
 """Build and write the bundled demo model (`models/demo/`).
 
-The recipe (`lawm build-demo`, about 50 minutes on 2 CPU cores; configs/demo.yaml):
+The recipe (`lawm build-demo`, about 35 minutes on 2 CPU cores; configs/demo.yaml):
 1. the tiny encoder (+ decoder) as an autoencoder, then the LAM, on in-the-wild video (the real
    sample clips and the procedural generator) and unlabelled video of the planning worlds; the LAM
    with the warp term on one-step pairs (docs/results.md, "LAM recipe");
