@@ -69,6 +69,7 @@ PANELS = {
     "sweep-variance": ("regularizer", ("reduction_vs_shuffled", "z_batch_std", "nav_ate", "nav_rpe")),
     "sweep": ("variant", ("reduction", "reduction_vs_shuffled", "idm_vs_unconstrained", "cut_ratio", "transfer_ratio", "rollout_ratio", "nav_rpe")),
 }
+PANELS["sweep-warp"] = PANELS["sweep"]  # the same sweep rerun with the rebuilt bundle's LAM recipe
 
 
 def _pyplot() -> Any:
