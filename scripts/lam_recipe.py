@@ -481,7 +481,7 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=None)
     ap.add_argument("--codebook", type=int, default=None)
     ap.add_argument("--latent-dim", type=int, default=None)
-    ap.add_argument("--fusion", choices=["tokens", "channels"], default=None, help="how the IDM takes the pair")
+    ap.add_argument("--fusion", choices=["tokens", "channels", "correlation"], default=None, help="how the IDM takes the pair")
     ap.add_argument("--warp", action="store_true", help="world_model.warp: the latent's affine map of the token grid")
     ap.add_argument("--warp-init", type=float, default=0.0,
                     help="std of the warp head's initial weights (0: zero, the identity whatever the latent)")

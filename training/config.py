@@ -61,8 +61,12 @@ class IdmConfig(Strict):
     latent_dim: int = 128  # size of a latent action z_t (the paper: 128)
     # How the pair enters: `tokens` (2N tokens, s_t's and the change's, meeting only through
     # attention) or `channels` (N tokens, each holding s_t and s_{t+1} - s_t at its grid cell:
-    # early fusion, so every token sees the local motion from the first layer).
-    fusion: Literal["tokens", "channels"] = "tokens"
+    # early fusion, so every token sees the local motion from the first layer) or `correlation`
+    # (`channels` plus each cell's local correlation volume: the similarity of its s_t features to
+    # s_{t+1}'s at every offset within `correlation_radius` cells, as optical-flow networks read motion).
+    fusion: Literal["tokens", "channels", "correlation"] = "tokens"
+    correlation_radius: int = Field(default=2, ge=1)  # offsets -r..r in rows and columns: (2r+1)² similarities
+    correlation_dim: int = Field(default=32, ge=1)  # the learned features the similarities are taken on
 
 
 class WorldModelConfig(Strict):

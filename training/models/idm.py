@@ -4,17 +4,36 @@ PAPER-NOTES §1.3 gives no architecture; we follow its recommendation: a small t
 the concatenated tokens of the two states (with a learned "which step" embedding and 2-D RoPE),
 then an attentive pooler (one learned query) and a linear head. `fusion: channels` instead gives
 each grid cell one token holding both states (early fusion: local motion is visible from the first
-layer, and half the tokens). The noisy variant outputs
+layer, and half the tokens); `fusion: correlation` adds to each cell's token its local correlation
+volume (`local_correlation`), the cue optical-flow networks read motion from: where in s_{t+1} the
+cell's content went, whatever the content is. The noisy variant outputs
 mean and log-variance (2 × 128); the regularizer turns the raw output into z.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.config import IdmConfig
 from training.models.modules import Block, CrossAttention, grid_positions, init_weights, rope_tables
+
+
+def local_correlation(current: torch.Tensor, following: torch.Tensor, grid: int, radius: int) -> torch.Tensor:
+    """Cosine similarity of each cell's features in `current` to `following`'s at every offset
+    within `radius` cells: `[M, N, K]` × 2 (N = grid², row-major) -> `[M, N, (2r+1)²]`, offsets
+    row-major from (-r, -r). Cells beyond the grid's edge read zero similarity. Built from padding
+    and slices, so it exports to ONNX."""
+    m, n, k = current.shape
+    size = 2 * radius + 1
+    a = F.normalize(current, dim=-1).reshape(m, grid, grid, k)
+    b = F.normalize(following, dim=-1).reshape(m, grid, grid, k).permute(0, 3, 1, 2)  # [M, K, g, g]
+    b = F.pad(b, (radius, radius, radius, radius)).permute(0, 2, 3, 1)  # [M, g+2r, g+2r, K]
+    sims = [(a * b[:, dy : dy + grid, dx : dx + grid]).sum(-1) for dy in range(size) for dx in range(size)]
+    return torch.stack(sims, dim=-1).reshape(m, n, size * size)  # [M, N, (2r+1)²]
 
 
 class InverseDynamicsModel(nn.Module):
@@ -23,8 +42,13 @@ class InverseDynamicsModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = out_dim
-        self.fused = cfg.fusion == "channels"
+        self.fused = cfg.fusion in ("channels", "correlation")
+        self.grid = grid
         self.proj_in = nn.Linear(2 * state_dim if self.fused else state_dim, cfg.dim)
+        if cfg.fusion == "correlation":
+            # One projection for both states, so the same content correlates with itself
+            self.corr_features = nn.Linear(state_dim, cfg.correlation_dim)
+            self.corr_in = nn.Linear((2 * cfg.correlation_radius + 1) ** 2, cfg.dim)
         if not self.fused:
             self.step_embed = nn.Parameter(torch.zeros(2, cfg.dim))  # marks s_t vs s_{t+1}
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, rope_axes=2) for _ in range(cfg.depth))
@@ -54,6 +78,10 @@ class InverseDynamicsModel(nn.Module):
         # with the scene, which the world model already sees (otherwise z collapses early).
         if self.fused:
             x = self.proj_in(torch.cat([current, following - current], dim=-1))  # [M, N, Di]
+            if self.cfg.fusion == "correlation":
+                corr = local_correlation(self.corr_features(current), self.corr_features(following),
+                                         self.grid, self.cfg.correlation_radius)  # [M, N, (2r+1)²]
+                x = x + self.corr_in(corr * math.sqrt(self.cfg.correlation_dim))
         else:
             x = torch.cat([current, following - current], dim=1)  # [M, 2N, D]
             x = self.proj_in(x) + self.step_embed.repeat_interleave(n, dim=0)[None]  # [M, 2N, Di]

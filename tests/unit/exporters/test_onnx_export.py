@@ -112,3 +112,16 @@ def test_a_warping_world_model_exports_and_matches_torch(tmp_path: Path) -> None
         assert not torch.allclose(model.world_model.base(x["states"], x["latents"]), x["states"], atol=1e-3)
     got = comp.run({k: v.numpy() for k, v in x.items()})["predictions"]
     assert np.abs(got - expected).max() <= TOLERANCES["fp32"] * output_scale(expected)
+
+
+def test_a_correlation_fused_idm_exports_and_matches_torch(tmp_path: Path) -> None:
+    """`idm.fusion: correlation` (padding and slices of the local correlation volume) through onnxruntime."""
+    model = tiny_model(None, **{"model.idm.fusion": "correlation"})
+    ins, outs = SPECS["idm"]
+    path = export_component(build_graph(model, "idm"), ins, outs, PROFILES["idm"], model.cfg, tmp_path / "idm.onnx")
+    comp = OrtComponent("idm", path, ins, outs, PROFILES["idm"], ["CPUExecutionProvider"])
+    x = random_inputs(ins, 2, 4, model.cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = build_graph(model, "idm")(*x.values()).numpy()
+    got = comp.run({k: v.numpy() for k, v in x.items()})["latents"]
+    assert np.abs(got - expected).max() <= TOLERANCES["fp32"] * output_scale(expected)

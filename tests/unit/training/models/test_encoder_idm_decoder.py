@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from training.config import DecoderConfig, EncoderConfig, IdmConfig, ModelConfig
+from training.models.idm import local_correlation
 from training.models import (
     FrameCausalDecoder,
     InverseDynamicsModel,
@@ -90,7 +91,7 @@ def test_vjepa2_missing_snapshot_is_a_clear_error(tmp_path: Path) -> None:
         VJepa2Encoder(cfg)
 
 
-@pytest.mark.parametrize("fusion", ["tokens", "channels"])
+@pytest.mark.parametrize("fusion", ["tokens", "channels", "correlation"])
 def test_idm_gives_one_latent_per_step_and_sees_both_states(fusion: str) -> None:
     torch.manual_seed(0)
     cfg = IdmConfig(dim=32, depth=1, heads=2, latent_dim=128, fusion=fusion)
@@ -116,6 +117,36 @@ def test_channel_fused_idm_gives_each_grid_cell_one_token_holding_both_states() 
     z = idm.pair(current, following)
     assert z.shape == (3, 8) and seen == [torch.Size([3, 4, 32])]  # N tokens, not 2N
     assert not torch.allclose(idm.pair(following, current), z)  # the order of the pair matters
+
+
+def test_local_correlation_peaks_where_each_cell_content_went() -> None:
+    torch.manual_seed(0)
+    grid, radius = 6, 2
+    current = torch.randn(2, grid, grid, 16)
+    following = torch.roll(current, shifts=(1, -1), dims=(1, 2))  # content moves one row down, one column left
+    corr = local_correlation(current.reshape(2, -1, 16), following.reshape(2, -1, 16), grid, radius)
+    assert corr.shape == (2, grid * grid, 25)
+    peak = corr.reshape(2, grid, grid, 25)[:, 1:-1, 1:-1].argmax(-1)  # interior cells: the shift stays on the grid
+    assert (peak == (radius + 1) * 5 + (radius - 1)).all()  # offset (dy, dx) = (+1, -1), row-major from (-r, -r)
+    assert torch.allclose(corr.reshape(2, grid, grid, 25)[:, 1:-1, 1:-1].amax(-1), torch.ones(1), atol=1e-5)
+    # beyond the grid's edge: zero similarity, not a wrapped-around cell
+    assert (corr.reshape(2, grid, grid, 5, 5)[:, 0, :, 0, :] == 0).all()
+    # the same content anywhere scores the same: only where it went matters
+    scaled = local_correlation(3 * current.reshape(2, -1, 16), 3 * following.reshape(2, -1, 16), grid, radius)
+    assert torch.allclose(scaled, corr, atol=1e-5)
+
+
+def test_correlation_fused_idm_reads_the_correlation_volume() -> None:
+    torch.manual_seed(0)
+    cfg = IdmConfig(dim=32, depth=1, heads=2, latent_dim=8, fusion="correlation", correlation_radius=1, correlation_dim=8)
+    idm = InverseDynamicsModel(cfg, state_dim=16, grid=3, out_dim=8).eval()
+    assert idm.corr_in.in_features == 9 and idm.corr_features.out_features == 8
+    current, following = torch.randn(2, 9, 16), torch.randn(2, 9, 16)
+    z = idm.pair(current, following)
+    with torch.no_grad():
+        idm.corr_in.weight.zero_()
+        idm.corr_in.bias.zero_()
+    assert not torch.allclose(idm.pair(current, following), z)  # the volume changed the latent
 
 
 def test_decoder_is_frame_causal_and_outputs_pixels() -> None:
