@@ -37,6 +37,7 @@ from training.loop import regularizer_ramp
 from training.models.encoder import FrameCausalEncoder
 from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.world_model import warp_frames, warp_tokens
+from training.motion import state_shifts
 from training.optim import build_optimizers, lr_factor, set_lr
 
 ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}  # the env video's seeds, not the probe's
@@ -108,29 +109,33 @@ def training_states(model: LatentActionModel, generated: int, episodes: int, rea
 
 
 def batch_of(pools: dict[str, torch.Tensor], weights: dict[str, float], batch: int, steps: int,
-             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+             rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`batch` windows of `steps` states, each from a pool drawn by weight: `[B, steps, N, D]`, and
-    their first frames `[B, steps, 3, h, w]` (uint8) when the pools hold them."""
+    the same windows of what the pools hold beside the states: first frames `[B, steps, 3, h, w]`
+    (uint8, key "frames") and measured shifts `[B, steps-1, 2]` (key "shift")."""
     names = [n for n in pools if ":" not in n]
     p = np.array([weights.get(n, 0.0) for n in names])
-    out, frames = [], []
+    out: list[torch.Tensor] = []
+    extras: dict[str, list[torch.Tensor]] = {}
     for name in rng.choice(names, size=batch, p=p / p.sum()):
         pool = pools[name]
         index = rng.integers(len(pool))
         start = rng.integers(pool.shape[1] - steps + 1)
         out.append(pool[index, start : start + steps])
-        if f"{name}:frames" in pools:
-            frames.append(pools[f"{name}:frames"][index, start : start + steps])
-    return torch.stack(out), torch.stack(frames) if frames else None
+        for kind, length in (("frames", steps), ("shift", steps - 1)):
+            if f"{name}:{kind}" in pools:
+                extras.setdefault(kind, []).append(pools[f"{name}:{kind}"][index, start : start + length])
+    return torch.stack(out), {k: torch.stack(v) for k, v in extras.items()}
 
 
 def as_pairs(states: torch.Tensor, keep: int, rng: np.random.Generator,
-             frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`[B, T, ...]` -> `keep` random consecutive pairs `[keep, 2, ...]` (one-state context), and
-    the same pairs of `frames` `[B, T, 3, h, w]` when given."""
+             extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`[B, T, ...]` -> `keep` random consecutive pairs `[keep, 2, ...]` (one-state context), with the
+    same pairs of the frames `[B, T, 3, h, w]` and the same steps of the shifts `[B, T-1, 2]`."""
     count = states.shape[0] * (states.shape[1] - 1)
     index = torch.from_numpy(rng.choice(count, size=min(keep, count), replace=False))
-    return one_step_pairs(states)[index], None if frames is None else one_step_pairs(frames)[index]
+    paired = {k: (one_step_pairs(v)[index] if k == "frames" else v.reshape(count, 1, -1)[index]) for k, v in extras.items()}
+    return one_step_pairs(states)[index], paired
 
 
 @torch.no_grad()
@@ -179,13 +184,20 @@ def warp_check(model: LatentActionModel, states: torch.Tensor, motion: np.ndarra
     # uncertain motion shrinks it, and a warp that shifts a quarter of the way renders nearly still)
     asked = oracle[..., 4:][valid_t].numpy()  # [M, 2] token shifts the true motion asks for
     slopes = [float(np.polyfit(asked[:, i], affine[:, 4 + i], 1)[0]) for i in range(2)]
+    # The reverse regression: the asked shift on the warp's. Near 1 when the warp is the conditional
+    # mean of the motion given the latent (calibrated): its shrinkage is then the reading's noise
+    # (slope of warp on motion = the share of the motion's variance the latent explains), not the loss.
+    calibration = [float(np.polyfit(affine[:, 4 + i], asked[:, i], 1)[0]) for i in range(2)]
+    explained = [float(np.corrcoef(asked[:, i], affine[:, 4 + i])[0, 1] ** 2) for i in range(2)]
     return {"l1_copy": float((target - context).abs().mean(-1)[valid_t].mean()),
             "l1_true_motion_warp": float((target - warp_tokens(context, oracle, model.encoder.grid)).abs().mean(-1)[valid_t].mean()),
             "l1_warp_only": float((target - model.world_model.base(context, z)).abs().mean(-1)[valid_t].mean()),
             "l1_model": float((target - whole).abs().mean(-1)[valid_t].mean()),
             "warp_r2_dx_dy_zoom": [None if v is None else float(v) for v in r2_scores(y, fit)],
             "warp_shift_std_tokens": float(affine[:, 4:].std(0).mean()),
-            "warp_shift_slope_dx_dy": slopes}
+            "warp_shift_slope_dx_dy": slopes,
+            "asked_on_warp_slope_dx_dy": calibration,
+            "warp_shift_r2_dx_dy": explained}
 
 
 def motion_ceiling(model: LatentActionModel, steps: int, probe_clips: int, probe_episodes: int,
@@ -489,7 +501,10 @@ def main() -> None:
                     help="weight of an L1 term on the warp alone: the latent's warp of s_t must explain s_{t+1}")
     ap.add_argument("--pixel-warp-loss", type=float, default=0.0,
                     help="weight of an L1 on each state's first frame warped by the latent's warp against the next one")
-    ap.add_argument("--frame-size", type=int, default=32, help="frames for --pixel-warp-loss are cached at this size")
+    ap.add_argument("--motion-prior", type=float, default=0.0,
+                    help="weight of an L1 between the warp's translation and the frames' phase-correlation shift")
+    ap.add_argument("--frame-size", type=int, default=32,
+                    help="frames for --pixel-warp-loss and --motion-prior are cached at this size")
     ap.add_argument("--cache", type=Path, default=None,
                     help="a file of the training states: read when it exists, else written (same checkpoint and sizes)")
     ap.add_argument("--sets", nargs="*", default=None, help="ceiling only on these sets (generated, navigation, manipulation)")
@@ -549,12 +564,17 @@ def main() -> None:
         pools = torch.load(args.cache)
     else:
         pools = training_states(model, args.generated, args.episodes, args.real,
-                                frame_size=args.frame_size if args.pixel_warp_loss else 0)
+                                frame_size=args.frame_size if args.pixel_warp_loss or args.motion_prior else 0)
         if args.cache is not None:
             torch.save(pools, args.cache)
     print(f"cached states in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in pools.items()), flush=True)
-    if args.pixel_warp_loss and not any(":frames" in k for k in pools):
-        raise SystemExit(f"{args.cache} holds no frames: give --pixel-warp-loss runs a cache file of their own")
+    if (args.pixel_warp_loss or args.motion_prior) and not any(":frames" in k for k in pools):
+        raise SystemExit(f"{args.cache} holds no frames: give --pixel-warp-loss/--motion-prior runs a cache file of their own")
+    if args.motion_prior:  # each step's measured shift, in tokens (the frames are each state's first)
+        for name in [n for n in pools if n.endswith(":frames")]:
+            frames = pools[name]
+            shifts = torch.cat([state_shifts(chunk, tubelet=1) for chunk in frames.split(64)])  # [C, S-1, 2] px
+            pools[name.replace(":frames", ":shift")] = shifts * model.encoder.grid / frames.shape[-1]
     weights = {"generated": 0.35, "navigation": 0.2, "manipulation": 0.2, "real": 0.25}
 
     modules = [("idm", model.idm), ("regularizer", model.regularizer), ("world_model", model.world_model)]
@@ -566,14 +586,14 @@ def main() -> None:
     t0 = time.perf_counter()
     for step in range(args.steps):
         set_lr(optimizers, lr_factor(step, args.steps, optim_cfg.warmup, optim_cfg.min_lr_ratio))
-        states, frames = batch_of(pools, weights, args.batch, 8, rng)  # [B, 8, N, D], [B, 8, 3, h, w]
+        states, extras = batch_of(pools, weights, args.batch, 8, rng)  # [B, 8, N, D]; frames, shifts
         pairs = args.context == "pairs" or (args.context == "mixed" and rng.random() < 0.5)
         if pairs:
-            states, frames = as_pairs(states, args.batch * 4, rng, frames)
+            states, extras = as_pairs(states, args.batch * 4, rng, extras)
         res = model.lam_loss(states, regularizer_weight=regularizer_ramp(step, args.steps, args.reg_warmup),
-                             warp_weight=args.warp_loss)
+                             warp_weight=args.warp_loss, motion_shift=extras.get("shift"), motion_weight=args.motion_prior)
         if args.pixel_warp_loss:
-            video = frames.float() / 255  # [B, T, 3, h, w]
+            video = extras["frames"].float() / 255  # [B, T, 3, h, w]
             affine = model.world_model.warp_modulation(res.latents)  # [B, T-1, 6]
             pixel_l1 = F.l1_loss(warp_frames(video[:, :-1], affine, model.encoder.grid), video[:, 1:])
             res = dataclasses.replace(res, loss=res.loss + args.pixel_warp_loss * pixel_l1)

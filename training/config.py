@@ -196,6 +196,12 @@ class StageConfig(Strict):
     # put the motion into z; without it the world model explains the next state through AdaLN and
     # the warp stays at the identity (docs/results.md, "LAM recipe").
     warp_weight: float = 0.0
+    # LAM stage (needs model.world_model.warp): weight of an L1 between the latent's warp translation
+    # (tokens) and the content's global shift between the two states' first frames, measured by phase
+    # correlation on the same unlabelled video (training/motion.py): an unsupervised motion prior that
+    # gives the IDM the camera's motion as a direct target where the warp term's gradient through the
+    # token grid is weak (docs/results.md, "LAM recipe"). Not in the paper.
+    motion_prior_weight: float = Field(default=0.0, ge=0.0)
     # LAM stage: what the world model predicts each target from. "full": teacher forcing over the
     # whole clip (the paper's block-causal recipe). "pairs": every clip is cut into its one-step
     # pairs (s_t, s_{t+1}), so the motion cannot be read from the clip's history and only the latent
@@ -237,6 +243,11 @@ class RunConfig(Strict):
         if self.train.lam.warp_weight and not self.model.world_model.warp:
             raise ValueError(
                 f"train.lam.warp_weight={self.train.lam.warp_weight:g} needs a warping world model: "
+                "set model.world_model.warp: true, or the weight to 0"
+            )
+        if self.train.lam.motion_prior_weight and not self.model.world_model.warp:
+            raise ValueError(
+                f"train.lam.motion_prior_weight={self.train.lam.motion_prior_weight:g} needs a warping world model: "
                 "set model.world_model.warp: true, or the weight to 0"
             )
         window, tubelet = self.train.encoder.window, self.model.encoder.tubelet

@@ -34,6 +34,7 @@ from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.regularizers import VectorQuantizer
 from training.models.temporal_metric import temporal_ranking_loss
+from training.motion import state_shifts
 from training.optim import build_optimizers, lr_factor, set_lr
 
 log = logging.getLogger("lawm.train")
@@ -92,11 +93,17 @@ def lam_stage_loss(
     regularizer_weight: float = 1.0,
     warp_weight: float = 0.0,
     context: str = "full",
+    motion_prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     states = model.encode(video)  # frozen [B, S, N, D]
+    shift = None
+    if motion_prior_weight:  # the content's shift per step, pixels -> tokens [B, S-1, 2]
+        shift = state_shifts(video, model.cfg.encoder.tubelet) * model.encoder.grid / video.shape[-1]
     if context == "pairs":
         states = one_step_pairs(states)  # [B*(S-1), 2, N, D]
-    out = model.lam_loss(states, regularizer_weight=regularizer_weight, warp_weight=warp_weight)
+        shift = None if shift is None else shift.reshape(-1, 1, 2)  # [B*(S-1), 1, 2], pair by pair
+    out = model.lam_loss(states, regularizer_weight=regularizer_weight, warp_weight=warp_weight,
+                         motion_shift=shift, motion_weight=motion_prior_weight)
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
     stats["z_batch_std"] = out.latents.detach().reshape(-1, out.latents.shape[-1]).std(0).mean().item()
     stats.update({k: v.item() for k, v in out.stats.items()})
@@ -133,10 +140,12 @@ class _LossModule(nn.Module):
         self.encoder_options: dict[str, float | int] = {}  # the encoder stage's loss options, set by the loop
         self.warp_weight = 0.0  # the LAM stage's warp term (train.lam.warp_weight)
         self.context = "full"  # the LAM stage's world-model context (train.lam.context)
+        self.motion_prior_weight = 0.0  # the LAM stage's motion prior (train.lam.motion_prior_weight)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
-            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight, self.context)
+            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight, self.context,
+                                  self.motion_prior_weight)
         if self.stage == "encoder":
             return encoder_stage_loss(self.model, video, **self.encoder_options)
         return LOSSES[self.stage](self.model, video)
@@ -299,6 +308,7 @@ def run_stage(
                                    "change_weight": stage_cfg.change_weight, "window": stage_cfg.window}
     loss_module.warp_weight = stage_cfg.warp_weight
     loss_module.context = stage_cfg.context
+    loss_module.motion_prior_weight = stage_cfg.motion_prior_weight
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)

@@ -19,6 +19,7 @@ from training.evaluation.pixels import psnr, ssim
 from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel
 from training.models.world_model import autoregressive_rollout
+from training.motion import phase_shifts, state_shifts
 
 
 @torch.no_grad()
@@ -79,31 +80,15 @@ def cycle_consistency(model: LatentActionModel, clips_per_file: int = 6) -> dict
 # ----------------------------------------------------------------------------- did the motion move?
 def phase_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The content's displacement (dx, dy) in pixels from frame `a` to frame `b` (`[3, H, W]`, any
-    scale), by phase correlation on grey levels under a Hann window, refined to sub-pixel by a
-    parabola through the peak and its neighbours."""
-    grey_a, grey_b = (np.asarray(f, dtype=np.float64).mean(axis=0) for f in (a, b))  # [H, W]
-    h, w = grey_a.shape
-    window = np.outer(np.hanning(h), np.hanning(w))
-    fa = np.fft.fft2((grey_a - grey_a.mean()) * window)
-    fb = np.fft.fft2((grey_b - grey_b.mean()) * window)
-    cross = fb * np.conj(fa)
-    surface = np.fft.ifft2(cross / (np.abs(cross) + 1e-12)).real  # peaks at b's offset from a
-    py, px = np.unravel_index(int(surface.argmax()), surface.shape)
-
-    def refine(minus: float, centre: float, plus: float) -> float:
-        denominator = minus - 2 * centre + plus
-        return 0.0 if abs(denominator) < 1e-12 else 0.5 * (minus - plus) / denominator
-
-    dy = py + refine(surface[(py - 1) % h, px], surface[py, px], surface[(py + 1) % h, px])
-    dx = px + refine(surface[py, (px - 1) % w], surface[py, px], surface[py, (px + 1) % w])
-    return np.array([(dx + w / 2) % w - w / 2, (dy + h / 2) % h - h / 2])  # wrapped to [-W/2, W/2)
+    scale): `training.motion.phase_shifts` on one pair, in float64."""
+    pair = (torch.from_numpy(np.asarray(f, dtype=np.float64))[None] for f in (a, b))
+    return phase_shifts(*pair)[0].numpy()
 
 
 def frame_motion(video: np.ndarray, tubelet: int) -> np.ndarray:
     """Measured motion per latent step: `[C, T, 3, H, W]` -> `[C, S-1, 2]`, between the first frames
     of consecutive states (the span the generator's step motion covers)."""
-    firsts = video[:, ::tubelet]  # [C, S, 3, H, W]
-    return np.array([[phase_shift(clip[j], clip[j + 1]) for j in range(len(clip) - 1)] for clip in firsts])
+    return state_shifts(torch.from_numpy(np.ascontiguousarray(video)), tubelet).double().numpy()
 
 
 @torch.no_grad()

@@ -79,18 +79,34 @@ class LatentActionModel(nn.Module):
         """Deterministic latents for inference: states `[B, T, N, D]` -> `[B, T-1, Z]`."""
         return self.regularizer.latent(self.idm(states))
 
-    def lam_loss(self, states: torch.Tensor, regularizer_weight: float = 1.0, warp_weight: float = 0.0) -> LamOutput:
-        """Teacher-forced LAM loss on frozen states `[B, T, N, D]`; with `warp_weight` (a warping
-        world model) plus that weight times the L1 of the latent's warp of each state alone against
-        the next state."""
+    def lam_loss(
+        self,
+        states: torch.Tensor,
+        regularizer_weight: float = 1.0,
+        warp_weight: float = 0.0,
+        motion_shift: torch.Tensor | None = None,
+        motion_weight: float = 0.0,
+    ) -> LamOutput:
+        """Teacher-forced LAM loss on frozen states `[B, T, N, D]`. With a warping world model, plus
+        `warp_weight` times the L1 of the latent's warp of each state alone against the next state,
+        and `motion_weight` times the L1 of the warp's translation against `motion_shift` `[B, T-1, 2]`
+        (the content's measured shift per step, in tokens: the warp reads each output cell from where
+        its content was, so it should translate by minus the shift)."""
         reg = self.regularizer(self.idm(states))  # z [B, T-1, Z]
         prediction_loss, _ = teacher_forced_loss(self.world_model, states, reg.z)
         total = prediction_loss + regularizer_weight * reg.loss
         stats = dict(reg.stats)
+        if (warp_weight or motion_weight) and self.world_model.warp_modulation is None:
+            raise ValueError("warp_weight and motion_weight each needs a warping world model (model.world_model.warp: true)")
         if warp_weight:
-            if self.world_model.warp_modulation is None:
-                raise ValueError("warp_weight needs a warping world model (model.world_model.warp: true)")
             warp_l1 = F.l1_loss(self.world_model.base(states[:, :-1], reg.z), states[:, 1:])
             total = total + warp_weight * warp_l1
             stats["warp_l1"] = warp_l1.detach()
+        if motion_weight:
+            if motion_shift is None:
+                raise ValueError("motion_weight needs the measured motion_shift of every step")
+            translation = self.world_model.warp_modulation(reg.z)[..., 4:]  # [B, T-1, 2] (tx, ty) in tokens
+            prior_l1 = F.l1_loss(translation, -motion_shift)
+            total = total + motion_weight * prior_l1
+            stats["motion_prior_l1"] = prior_l1.detach()
         return LamOutput(total, prediction_loss, reg.loss, reg.z, stats)

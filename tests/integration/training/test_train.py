@@ -72,6 +72,24 @@ def test_lam_stage_with_the_warp_term_logs_it_and_moves_the_warp(tmp_path: Path,
     assert load_checkpoint(path, expected=cfg.model).tensors["world_model.warp_modulation.bias"].abs().sum() > 0
 
 
+def test_lam_stage_with_the_motion_prior_logs_it(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
+        "model.world_model.warp": True, "model.world_model.warp_init": 0.2, "train.lam.motion_prior_weight": 2.0,
+        "train.lam.context": "pairs"})
+    cfg = config_from_dict(raw)
+    run_stage(cfg, "encoder")
+    path = run_stage(cfg, "lam")
+    logged = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert logged and all(r["motion_prior_l1"] > 0 and r["loss"] >= r["prediction_l1"] + 2.0 * r["motion_prior_l1"] * 0.99
+                          for r in logged)
+
+
+def test_a_motion_prior_without_a_warping_world_model_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.motion_prior_weight": 0.5})
+    with pytest.raises(ValueError, match=r"train.lam.motion_prior_weight=0.5 needs a warping world model"):
+        config_from_dict(raw)
+
+
 def test_a_warp_term_without_a_warping_world_model_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.warp_weight": 1.0})
     with pytest.raises(ValueError, match=r"train.lam.warp_weight=1 needs a warping world model: set model.world_model.warp: true"):

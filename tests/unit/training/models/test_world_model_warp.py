@@ -156,3 +156,46 @@ def test_a_fractional_pixel_warp_moves_a_ramp_by_the_same_fraction_of_a_token() 
     by_tokens = warp_tokens(tokens, theta, G).reshape(G, G) - tokens.reshape(G, G)
     assert torch.allclose(moved[..., : (G - 1) * p], torch.tensor(0.25), atol=1e-5)
     assert torch.allclose(by_tokens[:, : G - 1], torch.tensor(0.25), atol=1e-5)
+
+
+def test_the_motion_prior_is_the_l1_of_the_warps_translation_against_minus_the_shift() -> None:
+    from tests.unit.exporters.tiny import tiny_model_config
+    from training.models.lam import LatentActionModel
+
+    torch.manual_seed(0)
+    lam = LatentActionModel(tiny_model_config(**{"model.world_model.warp": True, "model.world_model.warp_init": 0.2}))
+    states = torch.randn(2, 4, lam.encoder.grid ** 2, lam.encoder.dim)
+    shift = torch.randn(2, 3, 2)  # the content's measured shift per step, tokens
+    torch.manual_seed(1)
+    plain = lam.lam_loss(states)
+    torch.manual_seed(1)
+    primed = lam.lam_loss(states, motion_shift=shift, motion_weight=0.5)
+    translation = lam.world_model.warp_modulation(primed.latents)[..., 4:]
+    expected = (translation + shift).abs().mean()
+    assert primed.stats["motion_prior_l1"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert primed.loss.item() == pytest.approx(plain.loss.item() + 0.5 * expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs the measured motion_shift"):
+        lam.lam_loss(states, motion_weight=1.0)
+    with pytest.raises(ValueError, match="needs a warping world model"):
+        LatentActionModel(tiny_model_config()).lam_loss(states, motion_shift=shift, motion_weight=1.0)
+
+
+def test_the_motion_prior_alone_teaches_the_warp_to_translate_against_the_content() -> None:
+    """Trained with a heavy prior, the warp's translation follows minus the measured shift: the warp
+    reads each cell from where its content was."""
+    from tests.unit.exporters.tiny import tiny_model_config
+    from training.models.lam import LatentActionModel
+
+    torch.manual_seed(0)
+    lam = LatentActionModel(tiny_model_config(**{"model.world_model.warp": True, "model.world_model.warp_init": 0.2}))
+    states = torch.randn(8, 2, lam.encoder.grid ** 2, lam.encoder.dim)
+    shift = torch.randn(8, 1, 2) * 0.5
+    opt = torch.optim.Adam([*lam.idm.parameters(), *lam.world_model.warp_modulation.parameters()], lr=3e-3)
+    for _ in range(300):
+        loss = lam.lam_loss(states, motion_shift=shift, motion_weight=20.0).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        translation = lam.world_model.warp_modulation(lam.latent_actions(states))[..., 4:]
+    assert (translation + shift).abs().mean() < 0.1 * shift.abs().mean()
