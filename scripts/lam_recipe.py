@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.config import DataConfig, OptimConfig
+from training.config import DataConfig, OptimConfig, load_config
 from training.data.corpus import sample_refs
 from training.data.dataset import fixed_clips
 from training.envs.episodes import record_episode
@@ -40,6 +40,7 @@ from training.models.world_model import warp_frames, warp_tokens
 from training.motion import state_shifts
 from training.optim import build_optimizers, lr_factor, set_lr
 
+PREVIOUS_ENCODER = "models/demo before the 2026-12-02 rebuild"  # the encoder every earlier run's cache came from
 ENV_VIDEO_SEEDS = {"navigation": 7_000_000, "manipulation": 7_100_000}  # the env video's seeds, not the probe's
 
 
@@ -310,7 +311,37 @@ def ceiling_verdict(rows: list[dict], ceiling_rows: list[dict]) -> str:
                      f"generated clips reads {run['r2_generated']:.2f} on generated camera motion ({same[0]['r2_generated']:.2f} "
                      "on 192) while predicting as well as before, so the unsupervised objective, not what the states "
                      "hold, now leaves the latents short of the motion")
-    return text + warp_verdict(rows)
+    return text + warp_verdict(rows) + rebuilt_verdict(rows)
+
+
+def rebuilt_verdict(rows: list[dict]) -> str:
+    """Runs on the rebuilt bundle's encoder: the recipe's levers side by side, and why the warp shrinks."""
+    runs = [r for r in rows if r.get("encoder", PREVIOUS_ENCODER) != PREVIOUS_ENCODER and r.get("r2_generated") is not None
+            and "(reference)" not in r["run"]]
+    if not runs:
+        return ""
+    text = "; on the rebuilt bundle's encoder (" + runs[0]["encoder"] + "): " + "; ".join(
+        f"'{r['run']}' ({r['conditioning'].split(', ', 1)[-1]}) reads {r['r2_generated']:.2f} / {r['r2_navigation']:.2f} / "
+        f"{r['r2_manipulation']:.2f}, {r['vs_another_generated']:.0%} below another clip's latents, its warp follows the "
+        f"camera at R² {r['warp_r2_pan']:.2f} and shifts {r.get('warp_shift_slope_x', float('nan')):.2f} / "
+        f"{r.get('warp_shift_slope_y', float('nan')):.2f} of the way in x / y" for r in runs)
+    moved = [r for r in runs if r.get("transfer_render_ratio") is not None]
+    if moved:
+        text += ("; transfer (`lawm eval motion-transfer`'s protocol on the run's IDM and world model with the bundle's "
+                 "decoder; render's error to A / to B, bar x0.5): " + ", ".join(
+                     f"'{r['run']}' x{r['transfer_render_ratio']:.2f}" for r in moved))
+    calibrated = [r for r in runs if r.get("motion_on_warp_slope_x") is not None]
+    if calibrated:
+        text += (". Why the warp moves only part of the way: regressed the other way (the true shift on the warp's), "
+                 "the slope is " + ", ".join(
+                     f"{r['motion_on_warp_slope_x']:.2f} / {r['motion_on_warp_slope_y']:.2f} (x / y) for '{r['run']}'"
+                     for r in calibrated)
+                 + ". A slope of 1 is a calibrated warp, the conditional mean of the motion given the latent, which moves "
+                 "exactly the share of the motion the latent explains (its forward slope equals that R²); above 1 it "
+                 "moves less still. The warp term alone leaves it above 1; the motion prior brings it to about 1, so "
+                 "the rest of the shrinkage is the reading's noise: only latents that read the motion better (not "
+                 "another loss) move further")
+    return text
 
 
 def warp_verdict(rows: list[dict]) -> str:
@@ -355,9 +386,12 @@ def conditioning(args: dict) -> str:
     if not args.get("warp"):
         return "AdaLN"
     init, term, pixel = args.get("warp_init") or 0.0, args.get("warp_loss") or 0.0, args.get("pixel_warp_loss") or 0.0
+    prior, fusion = args.get("motion_prior") or 0.0, args.get("fusion")
     return ("AdaLN + warp" + (f" (head init σ {init:g})" if init else " (head init 0)")
             + (f", warp term {term:g}" if term else "")
-            + (f", pixel warp term {pixel:g} at {args.get('frame_size')} px" if pixel else ""))
+            + (f", pixel warp term {pixel:g} at {args.get('frame_size')} px" if pixel else "")
+            + (f", motion prior {prior:g} (phase correlation at {args.get('frame_size')} px)" if prior else "")
+            + (f", IDM fusion {fusion}" if fusion and fusion != "tokens" else ""))
 
 
 def warp_columns(check: dict | None) -> dict[str, float]:
@@ -366,9 +400,40 @@ def warp_columns(check: dict | None) -> dict[str, float]:
     if not check:
         return {}
     r2 = [v for v in check["warp_r2_dx_dy_zoom"][:2] if v is not None]
+    slopes = check.get("warp_shift_slope_dx_dy")
     return {"warp_l1_vs_copy": round(1 - check["l1_warp_only"] / check["l1_copy"], 4),
             "true_motion_warp_l1_vs_copy": round(1 - check["l1_true_motion_warp"] / check["l1_copy"], 4),
-            "warp_r2_pan": round(float(np.mean(r2)), 4) if r2 else None}
+            "warp_r2_pan": round(float(np.mean(r2)), 4) if r2 else None,
+            **({"warp_shift_slope_x": round(slopes[0], 3), "warp_shift_slope_y": round(slopes[1], 3)} if slopes else {}),
+            **({"motion_on_warp_slope_x": round(check["asked_on_warp_slope_dx_dy"][0], 3),
+                "motion_on_warp_slope_y": round(check["asked_on_warp_slope_dx_dy"][1], 3)}
+               if check.get("asked_on_warp_slope_dx_dy") else {})}
+
+
+def transfer_column(run: Path) -> dict[str, float]:
+    """The transfer render's error to A / to B, when `--transfer` measured the run."""
+    path = run / "motion-transfer.json"
+    if not path.exists():
+        return {}
+    rows = {r["measurement"]: r for r in json.loads(path.read_text())["rows"]}
+    render = next(r for name, r in rows.items() if name.startswith("transfer render"))
+    return {"transfer_render_ratio": round(render["ratio_a_over_b"], 3)}
+
+
+def measure_transfer(run: Path) -> None:
+    """`lawm eval motion-transfer`'s protocol on a finished run: its IDM and world model with the
+    checkpoint's encoder and decoder (the run's own cannot render), into the run's motion-transfer.json."""
+    from training.evaluation.transfer import motion_transfer
+
+    result = json.loads((run / "result.json").read_text())
+    model = load_lam(result["args"]["checkpoint"])
+    missing, unexpected = model.load_state_dict(torch.load(run / "lam.pt"), strict=False)
+    if unexpected or not all(k.startswith(("encoder.", "decoder.", "controller.")) for k in missing):
+        raise SystemExit(f"{run}/lam.pt does not fit {result['args']['checkpoint']}'s model: "
+                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    out = motion_transfer(model.eval(), clips=96, seed=0)
+    (run / "motion-transfer.json").write_text(json.dumps(out, indent=1))
+    print(out["verdict"], flush=True)
 
 
 def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
@@ -379,7 +444,7 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         a, probe = r["args"], {(p["data"], p["features"]): p["r2_mean"] for p in r["probe"]}
         reg = a["reg"] + "".join(f", {k} {a[k]:g}" for k in ("var", "l1", "beta") if a.get(k) is not None)
         rows.append({
-            "run": run.name, "context": a["context"], "regulariser": reg, "latent_dim": a.get("latent_dim") or 128,
+            "run": run.name, "encoder": a.get("encoder_label") or a["checkpoint"], "context": a["context"], "regulariser": reg, "latent_dim": a.get("latent_dim") or 128,
             "conditioning": conditioning(a), "warp_weight": a.get("warp_loss") or None,
             "pixel_warp_weight": a.get("pixel_warp_loss") or None,
             "steps": a["steps"], "generated_clips": a.get("generated", 192), "wall_min": round(r["train_s"] / 60, 1),
@@ -388,12 +453,18 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
                (("generated", "generated camera motion"), ("navigation", "navigation"), ("manipulation", "manipulation"))},
             "shortcut_generated": probe.get(("generated camera motion", "shortcut: latent -> pooled state change")),
             **warp_columns(r["idm_vs_another_generated"].get("warp")),
+            **transfer_column(run),
         })
     bundled = Path("docs/results/probe.json")
     if bundled.exists():  # the reference: the bundled model, trained by the video loop
         probe = {(p["data"], p["features"]): p["r2_mean"] for p in json.loads(bundled.read_text())["rows"]}
-        rows.append({"run": "bundled models/demo (reference)", "context": "full", "regulariser": "sparse, var 0.1",
-                     "latent_dim": 128, "steps": 1100, "conditioning": "AdaLN",
+        demo = load_config("demo")  # the recipe models/demo was built with (`make demo-model`)
+        lam, wm = demo.train.lam, demo.model.world_model
+        recipe = {"warp": wm.warp, "warp_init": wm.warp_init, "warp_loss": lam.warp_weight,
+                  "motion_prior": lam.motion_prior_weight, "frame_size": demo.data.size, "fusion": demo.model.idm.fusion}
+        rows.append({"run": "bundled models/demo (reference)", "encoder": "models/demo", "context": lam.context,
+                     "regulariser": demo.model.regularizer.kind, "latent_dim": demo.model.idm.latent_dim,
+                     "steps": lam.steps, "generated_clips": demo.data.generated_clips, "conditioning": conditioning(recipe),
                      **{f"r2_{key}": probe.get((data, "IDM latent")) for key, data in
                         (("generated", "generated camera motion"), ("navigation", "navigation"),
                          ("manipulation", "manipulation"))},
@@ -410,6 +481,7 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         for r in kept:
             r.setdefault("generated_clips", 192)  # every run before the column existed used the default
             r.setdefault("conditioning", "AdaLN")  # and every run before the warp
+            r.setdefault("encoder", PREVIOUS_ENCODER)  # and every run before the encoder column
         rows = kept + rows
         keys = {(r["encoder"], r["data"]) for r in ceiling_rows}
         ceiling_rows = [r for t in earlier.get("tables", []) for r in t["rows"]
@@ -434,12 +506,18 @@ def summarise(runs: list[Path], ceilings: list[Path], out: Path) -> None:
         "warp alone removes on the 64 held-out generated clips, true_motion_warp_l1_vs_copy the same for the warp the "
         "true camera motion asks for, warp_r2_pan the R² of dx, dy from the warp's six parameters (least squares); "
         "'warp term' is train.lam.warp_weight, 'pixel warp term' the same L1 on each state's first frame (32 px) "
-        "warped by the latent's warp against the next state's",
+        "warped by the latent's warp against the next state's; 'motion prior' (train.lam.motion_prior_weight) an L1 between "
+        "the warp's translation and the content's shift between the two states' first frames measured by phase "
+        "correlation (training/motion.py) on the same unlabelled video; warp_shift_slope_x/y: least-squares slope of the "
+        "warp's shift on the shift the true motion asks for (1: all the way), motion_on_warp_slope_x the reverse "
+        "regression (1: a calibrated warp); 'IDM fusion correlation': the IDM also reads each cell's local correlation "
+        "volume. encoder: whose frozen states the run trained on (earlier runs: the bundle before the 2026-12-02 rebuild)",
         "command": "PYTHONPATH=. python scripts/lam_recipe.py --context pairs|full --reg sparse|noisy|none [--var V] "
         "[--beta B] [--latent-dim Z] --steps N --out runs/recipe/NAME; --ceiling for the supervised table; "
         "--summarise runs/recipe/* --json docs/results/lam-recipe.json; ceilings: --ceiling [--pixels] [--fusion channels] "
         "[--generated N] [--sets generated] [--checkpoint CKPT --label NAME]; warp runs: --warp --warp-init 0.2 "
-        "[--warp-loss W | --pixel-warp-loss W] --generated 768 --cache runs/cache/demo-768.pt",
+        "[--warp-loss W | --pixel-warp-loss W | --motion-prior W --frame-size 64] [--fusion correlation] --generated 768 "
+        "--cache runs/cache/demo-768.pt [--encoder-label NAME]",
         "verdict": verdict,
         "rows": rows,
         "tables": tables,
@@ -520,9 +598,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ceiling", action="store_true", help="only the supervised ceiling: what the states carry")
     ap.add_argument("--label", default=None, help="the encoder's name in the ceiling table (default: --checkpoint)")
+    ap.add_argument("--encoder-label", default=None,
+                    help="the encoder's name in the runs table (default: --checkpoint), e.g. which bundle it was")
     ap.add_argument("--pixels", action="store_true", help="ceiling on raw pixel patches instead of the encoder's states")
     ap.add_argument("--summarise", nargs="*", type=Path, help="finished run folders to tabulate into --json")
     ap.add_argument("--json", type=Path, default=Path("docs/results/lam-recipe.json"))
+    ap.add_argument("--transfer", nargs="*", type=Path,
+                    help="finished runs whose transfer to measure (motion-transfer protocol; the IDM and world model must fit --checkpoint's config)")
     ap.add_argument("--recheck-warp", nargs="*", type=Path, help="finished warp runs to add the warp check to")
     ap.add_argument("--warp-check", type=Path, default=None,
                     help="only print the warp check of this checkpoint or bundle (e.g. models/demo)")
@@ -532,6 +614,10 @@ def main() -> None:
         held = heldout_generated(model.cfg.encoder.image_size, clips=args.probe_clips)
         with torch.no_grad():
             print(json.dumps(warp_check(model, encode_all(model, held.video), held.motion, held.valid), indent=1))
+        return
+    if args.transfer:
+        for run in args.transfer:
+            measure_transfer(run)
         return
     if args.recheck_warp:
         for run in args.recheck_warp:

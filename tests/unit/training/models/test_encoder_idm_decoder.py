@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from training.config import DecoderConfig, EncoderConfig, IdmConfig, ModelConfig
-from training.models.idm import local_correlation
 from training.models import (
     FrameCausalDecoder,
     InverseDynamicsModel,
@@ -14,6 +13,7 @@ from training.models import (
     TinyEncoder,
     VJepa2Encoder,
 )
+from training.models.idm import local_correlation
 
 ENC = EncoderConfig(image_size=32, patch=8, dim=32, depth=2, heads=2)
 
