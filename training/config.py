@@ -216,6 +216,12 @@ class StageConfig(Strict):
     # less attention (measured on 2 cores with the conv head: about 8% faster per step, since the
     # convolutions dominate). A multiple of the tubelet size.
     window: int = 0
+    # LAM stage: encode this many training clips once with the frozen encoder and train on batches
+    # of their cached states (0: decode and encode every batch as it comes). The states are exact
+    # (the encoder does not change in this stage); a step costs the IDM and world model only, so the
+    # same CPU minutes buy several times the steps, at the price of a fixed set of clips
+    # (training/state_cache.py). Memory: clips x states x tokens x dim x 4 bytes.
+    cache_clips: int = Field(default=0, ge=0)
 
 
 class TrainConfig(Strict):
@@ -249,6 +255,17 @@ class RunConfig(Strict):
             raise ValueError(
                 f"train.lam.motion_prior_weight={self.train.lam.motion_prior_weight:g} needs a warping world model: "
                 "set model.world_model.warp: true, or the weight to 0"
+            )
+        for stage in ("encoder", "decoder"):
+            if getattr(self.train, stage).cache_clips:
+                raise ValueError(
+                    f"train.{stage}.cache_clips: only the LAM stage caches states (its encoder is frozen); "
+                    f"remove it from train.{stage}"
+                )
+        if 0 < self.train.lam.cache_clips < self.train.lam.batch:
+            raise ValueError(
+                f"train.lam.cache_clips={self.train.lam.cache_clips} is smaller than one batch "
+                f"(train.lam.batch={self.train.lam.batch}): cache at least a batch of clips, or 0 for none"
             )
         window, tubelet = self.train.encoder.window, self.model.encoder.tubelet
         if window and (window % tubelet or self.data.frames % window):

@@ -34,8 +34,8 @@ from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.regularizers import VectorQuantizer
 from training.models.temporal_metric import temporal_ranking_loss
-from training.motion import state_shifts
 from training.optim import build_optimizers, lr_factor, set_lr
+from training.state_cache import StateBatch, build_state_cache, encode_batch
 
 log = logging.getLogger("lawm.train")
 Stage = Literal["encoder", "lam", "decoder"]
@@ -89,16 +89,19 @@ def encoder_stage_loss(
 
 def lam_stage_loss(
     model: LatentActionModel,
-    video: torch.Tensor,
+    batch: torch.Tensor | StateBatch,
     regularizer_weight: float = 1.0,
     warp_weight: float = 0.0,
     context: str = "full",
     motion_prior_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    states = model.encode(video)  # frozen [B, S, N, D]
-    shift = None
-    if motion_prior_weight:  # the content's shift per step, pixels -> tokens [B, S-1, 2]
-        shift = state_shifts(video, model.cfg.encoder.tubelet) * model.encoder.grid / video.shape[-1]
+    """The LAM loss on clips `[B, T, 3, H, W]` (encoded here by the frozen encoder) or on their
+    cached states (train.lam.cache_clips)."""
+    if not isinstance(batch, StateBatch):
+        batch = encode_batch(model, batch, with_shifts=bool(motion_prior_weight))
+    states, shift = batch.states, batch.shifts  # frozen [B, S, N, D]; [B, S-1, 2] tokens or None
+    if motion_prior_weight and shift is None:
+        raise ValueError("the motion prior needs each step's measured shift: cache the states with their shifts")
     if context == "pairs":
         states = one_step_pairs(states)  # [B*(S-1), 2, N, D]
         shift = None if shift is None else shift.reshape(-1, 1, 2)  # [B*(S-1), 1, 2], pair by pair
@@ -142,13 +145,13 @@ class _LossModule(nn.Module):
         self.context = "full"  # the LAM stage's world-model context (train.lam.context)
         self.motion_prior_weight = 0.0  # the LAM stage's motion prior (train.lam.motion_prior_weight)
 
-    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: torch.Tensor | StateBatch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
-            return lam_stage_loss(self.model, video, self.regularizer_weight, self.warp_weight, self.context,
+            return lam_stage_loss(self.model, batch, self.regularizer_weight, self.warp_weight, self.context,
                                   self.motion_prior_weight)
         if self.stage == "encoder":
-            return encoder_stage_loss(self.model, video, **self.encoder_options)
-        return LOSSES[self.stage](self.model, video)
+            return encoder_stage_loss(self.model, batch, **self.encoder_options)
+        return LOSSES[self.stage](self.model, batch)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -161,15 +164,15 @@ class StepResult:
 def train_step(
     wrapped: nn.Module,
     optimizers: list[torch.optim.Optimizer],
-    video: torch.Tensor,
+    batch: torch.Tensor | StateBatch,
     grad_clip: float,
     autocast: Any = None,
 ) -> StepResult:
-    """One optimisation step on a batch `[B, T, 3, H, W]` (this rank's share)."""
+    """One optimisation step on a batch `[B, T, 3, H, W]` or the LAM stage's cached states (this rank's share)."""
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     with autocast or nullcontext():
-        loss, stats = wrapped(video)
+        loss, stats = wrapped(batch)
     loss.backward()
     params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
     if grad_clip > 0:
@@ -319,6 +322,15 @@ def run_stage(
     batches, dataset = clip_batches(cfg, info, per_rank, first_epoch=start)
     total = stage_cfg.steps
     end = min(total, start + max_steps) if max_steps else total
+    inputs: Iterator[torch.Tensor | StateBatch] = batches
+    cached = 0
+    if stage == "lam" and stage_cfg.cache_clips and end > start:
+        # The encoder is frozen: encode the clips once (each rank its own share), then train on them.
+        # A resumed run draws another order (seeded by its first step), as the video loop does.
+        cache = build_state_cache(model, batches, stage_cfg.cache_clips // info.world_size or 1,
+                                  with_shifts=bool(stage_cfg.motion_prior_weight),
+                                  seed=cfg.train.seed * 1_000_003 + start * 101 + info.rank, device=info.device)
+        inputs, cached = cache.batches(per_rank), len(cache)
     metrics_path = out / "metrics.jsonl"
     if start == 0 and info.is_main:
         metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
@@ -331,13 +343,14 @@ def run_stage(
         set_lr(optimizers, lr_factor(step, total, stage_cfg.optim.warmup, stage_cfg.optim.min_lr_ratio), frozen)
         loss_module.regularizer_weight = regularizer_ramp(step, total, stage_cfg.regularizer_warmup)
         t0 = time.perf_counter()
-        video = next(batches).to(info.device, non_blocking=True)
+        batch = next(inputs).to(info.device, non_blocking=True)
         data_time += time.perf_counter() - t0
-        result = train_step(wrapped, optimizers, video, stage_cfg.optim.grad_clip, autocast)
-        window_clips += video.shape[0] * info.world_size
+        result = train_step(wrapped, optimizers, batch, stage_cfg.optim.grad_clip, autocast)
+        window_clips += len(batch) * info.world_size
         if isinstance(model.regularizer, VectorQuantizer) and stage == "lam" and (step + 1) % cfg.model.regularizer.reset_every == 0:
             with torch.no_grad():
-                samples = model.idm(model.encode(video)).reshape(-1, model.regularizer.raw_dim)
+                states = batch.states if isinstance(batch, StateBatch) else model.encode(batch)
+                samples = model.idm(states).reshape(-1, model.regularizer.raw_dim)
             result.stats["codes_reset"] = model.regularizer.reset_dead_codes(samples)
         if (step + 1) % stage_cfg.log_every == 0 or step + 1 == end:
             elapsed = time.perf_counter() - window_start
@@ -360,9 +373,9 @@ def run_stage(
             if progress is not None and info.is_main:
                 progress(step + 1, total, last)
         if info.is_main and ((step + 1) % stage_cfg.checkpoint_every == 0 or step + 1 == end):
-            _save(ckpt_dir, model, cfg, stage, step + 1, trained, last, dataset, optimizers)
+            _save(ckpt_dir, model, cfg, stage, step + 1, trained, last, dataset, optimizers, cached)
     if end == start and info.is_main and not ckpt_dir.exists():
-        _save(ckpt_dir, model, cfg, stage, end, trained, last, dataset, optimizers)
+        _save(ckpt_dir, model, cfg, stage, end, trained, last, dataset, optimizers, cached)
     distributed.barrier()
     if writer is not None:
         writer.close()
@@ -379,6 +392,7 @@ def _save(
     metrics: dict[str, float],
     dataset: VideoClipDataset,
     optimizers: list[torch.optim.Optimizer],
+    cached_clips: int = 0,
 ) -> None:
     done = sorted(set(trained) | set(TRAINABLE[stage]))
     stats = dataset.stats  # this process' view; DataLoader workers keep their own counts
@@ -398,6 +412,7 @@ def _save(
             "clips_seen_by_rank0": stats.clips,
             "skipped": dict(stats.skipped),
             "skipped_files": list(stats.skipped_files)[:50],
+            **({"cached_clips_rank0": cached_clips} if cached_clips else {}),
         },
         optimizers=optimizers,
     )

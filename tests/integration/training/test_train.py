@@ -84,6 +84,35 @@ def test_lam_stage_with_the_motion_prior_logs_it(tmp_path: Path, tiny_corpus: Pa
                           for r in logged)
 
 
+def test_lam_stage_on_cached_states_trains_on_those_clips_only(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
+        "model.world_model.warp": True, "model.world_model.warp_init": 0.2, "train.lam.motion_prior_weight": 1.0,
+        "train.lam.context": "pairs", "train.lam.cache_clips": 3, "train.lam.steps": 4})
+    cfg = config_from_dict(raw)
+    run_stage(cfg, "encoder")
+    path = run_stage(cfg, "lam")
+    manifest = load_checkpoint(path, expected=cfg.model).manifest
+    assert manifest["step"] == 4 and manifest["data"]["cached_clips_rank0"] == 3
+    assert manifest["data"]["clips_seen_by_rank0"] == 4  # two loader batches of 2 decoded, none after
+    logged = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert all(r["motion_prior_l1"] > 0 for r in logged)
+    before = load_checkpoint(Path(cfg.run_dir) / "tiny" / "encoder" / "checkpoint").tensors
+    after = load_checkpoint(path).tensors
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))  # still frozen
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("world_model."))
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("train.encoder.cache_clips", 8, "train.encoder.cache_clips: only the LAM stage caches states"),
+    ("train.lam.cache_clips", 1, r"train.lam.cache_clips=1 is smaller than one batch \(train.lam.batch=2\)"),
+])
+def test_a_state_cache_that_cannot_work_is_refused(tmp_path: Path, tiny_corpus: Path, key: str, value: int,
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{key: value}))
+
+
 def test_a_motion_prior_without_a_warping_world_model_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.motion_prior_weight": 0.5})
     with pytest.raises(ValueError, match=r"train.lam.motion_prior_weight=0.5 needs a warping world model"):
