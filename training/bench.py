@@ -3,7 +3,8 @@
 Per stage it times, side by side in one run, (a) fetching a batch of clips with real PyAV
 decoding (no in-memory cache) and (b) one optimisation step on it, and reports medians over
 `repeats` runs of `steps` steps: step time, clips/s end to end and compute-only, and the share of
-time spent decoding video.
+time spent decoding video. For the LAM stage it also times (c) the same step on the batch's states
+encoded beforehand, as `train.lam.cache_clips` trains (training/state_cache.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from training.data.dataset import VideoClipDataset
 from training.loop import _LossModule, set_trainable, train_step
 from training.models.lam import LatentActionModel
 from training.optim import build_optimizers
+from training.state_cache import encode_batch
 
 
 def logged_rows(cfg: RunConfig, stages: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -59,11 +61,12 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
         modules = set_trainable(model, stage)
         optimizers = build_optimizers(getattr(cfg.train, stage).optim, modules)
         wrapped = _LossModule(model, stage)
-        decode_times, step_times = [], []
+        decode_times, step_times, cached_times = [], [], []
+        shifts = bool(getattr(cfg.train, stage).motion_prior_weight)
         for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
             dataset.set_epoch(repeat)
             clips = iter(dataset)
-            decode, compute = [], []
+            decode, compute, cached = [], [], []
             for _ in range(steps):
                 t0 = time.perf_counter()
                 video = torch.stack([next(clips)["video"] for _ in range(batch)])
@@ -72,9 +75,16 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
                 t2 = time.perf_counter()
                 decode.append(t1 - t0)
                 compute.append(t2 - t1)
+                if stage == "lam":  # the same step on states encoded beforehand (the cache's)
+                    states = encode_batch(model, video, shifts)
+                    t3 = time.perf_counter()
+                    train_step(wrapped, optimizers, states, 1.0)
+                    cached.append(time.perf_counter() - t3)
             if repeat:
                 decode_times.append(statistics.median(decode))
                 step_times.append(statistics.median(compute))
+                if cached:
+                    cached_times.append(statistics.median(cached))
         d, c = statistics.median(decode_times), statistics.median(step_times)
         rows.append(
             {
@@ -87,6 +97,11 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
                 "decode_share": d / (d + c),
             }
         )
+        if cached_times:
+            k = statistics.median(cached_times)
+            rows.append({"stage": "lam, cached states (train.lam.cache_clips)", "batch": batch, "step_s": k,
+                         "decode_s": 0.0, "clips_per_s": batch / k, "compute_clips_per_s": batch / k,
+                         "decode_share": 0.0, "speedup_vs_video_loop": (d + c) / k})
     rows += logged_rows(cfg, stages)
     return {
         "benchmark": "train",
