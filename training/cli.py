@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -531,7 +532,8 @@ def build_demo(
         "lam": stage_dir(cfg, "lam") / "metrics.jsonl",
         "lam-env": stage_dir(env_cfg, "lam") / "metrics.jsonl",
     }
-    path = write_bundle(controlled, out, logs, rebuild=f"lawm build-demo --config {config} --out {out}")
+    rebuild = " ".join([f"lawm build-demo --config {config} --out {out}", *(shlex.quote(o) for o in overrides or [])])
+    path = write_bundle(controlled, out, logs, rebuild=rebuild)
     console.print(f"bundled model: {path}")
 
 
