@@ -9,13 +9,14 @@ encoded beforehand, as `train.lam.cache_clips` trains (training/state_cache.py).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
 
 import torch
 
-from training.cli_kit import machine
+from training.cli_kit import load_average, machine
 from training.config import RunConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
@@ -51,6 +52,7 @@ def logged_rows(cfg: RunConfig, stages: tuple[str, ...]) -> list[dict[str, Any]]
 
 def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tuple[str, ...] = ("encoder", "lam")) -> dict[str, Any]:
     torch.manual_seed(cfg.train.seed)
+    load_before = os.getloadavg()
     refs = build_refs(cfg.data, "train", seed=cfg.train.seed)
     rows = []
     for stage in stages:
@@ -108,10 +110,13 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
         "title": "Training throughput of the demo config",
         "config": cfg.name,
         "machine": machine(),
+        "load_average": load_average(load_before, os.getloadavg()),
         "command": f"lawm bench train --config {cfg.name} --steps {steps} --repeats {repeats}",
         "steps": steps,
         "repeats": repeats,
         "statistic": "median over repeats of the per-repeat median; 'logged' rows: median over the log windows "
-        "of the real training run (in-memory decoded-frame cache on, as the demo config sets)",
+        "of the real training run (in-memory decoded-frame cache on, as the demo config sets; the LAM stage's log is of "
+        "its cached states when train.lam.cache_clips is set); the cached-states row times the same step, on the same "
+        "batch's states encoded beforehand, right after the video loop's step",
         "rows": rows,
     }

@@ -18,3 +18,4 @@ def test_the_lam_step_is_also_timed_on_cached_states(tmp_path: Path, tiny_corpus
     assert cached["decode_s"] == 0 and cached["step_s"] > 0 and cached["batch"] == video["batch"] == 2
     assert cached["speedup_vs_video_loop"] == (video["decode_s"] + video["step_s"]) / cached["step_s"]
     assert result["command"] == "lawm bench train --config tiny --steps 1 --repeats 1"
+    assert "before" in result["load_average"] and "after" in result["load_average"]
