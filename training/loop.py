@@ -326,7 +326,7 @@ def run_stage(
     cached = 0
     if stage == "lam" and stage_cfg.cache_clips and end > start:
         # The encoder is frozen: encode the clips once (each rank its own share), then train on them.
-        # A resumed run draws another order (seeded by its first step), as the video loop does.
+        # A resumed run caches the clips of the pass it resumes at, in an order seeded by its first step.
         cache = build_state_cache(model, batches, stage_cfg.cache_clips // info.world_size or 1,
                                   with_shifts=bool(stage_cfg.motion_prior_weight),
                                   seed=cfg.train.seed * 1_000_003 + start * 101 + info.rank, device=info.device)
