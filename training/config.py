@@ -145,6 +145,9 @@ class DataConfig(Strict):
     env_steps: int = 16  # actions per episode
     env_dir: str = "runs/data/env"
     clips_per_file: int = 4  # random clips drawn per file per epoch
+    # clips are mixed through a buffer of this many before batching, so a batch is not the
+    # clips_per_file near-duplicates of a few files in a row (0: batches in the files' order)
+    shuffle_buffer: int = Field(default=256, ge=0)
     cache_decoded: bool = True  # decode small corpora once and keep frames in memory
     workers: int = 0  # DataLoader worker processes
 

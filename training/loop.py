@@ -30,6 +30,7 @@ from training.checkpoint import CheckpointError, check_config, load_checkpoint, 
 from training.config import RunConfig, StageConfig
 from training.data.corpus import build_refs
 from training.data.dataset import VideoClipDataset
+from training.data.shuffle import ShuffleBuffer
 from training.models.encoder import to_unit_float
 from training.models.lam import LatentActionModel, one_step_pairs
 from training.models.regularizers import VectorQuantizer
@@ -211,12 +212,15 @@ def clip_batches(
         cache_decoded=cfg.data.cache_decoded,
         clips_per_file=cfg.data.clips_per_file,
     )
-    loader = DataLoader(dataset, batch_size=per_rank_batch, num_workers=cfg.data.workers, drop_last=True)
+    source: VideoClipDataset | ShuffleBuffer = dataset
+    if cfg.data.shuffle_buffer > 1:
+        source = ShuffleBuffer(dataset, cfg.data.shuffle_buffer, seed=cfg.train.seed)
+    loader = DataLoader(source, batch_size=per_rank_batch, num_workers=cfg.data.workers, drop_last=True)
 
     def forever() -> Iterator[torch.Tensor]:
         epoch = first_epoch
         while True:
-            dataset.set_epoch(epoch)
+            source.set_epoch(epoch)
             got = False
             for batch in loader:
                 got = True

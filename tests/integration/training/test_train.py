@@ -87,7 +87,8 @@ def test_lam_stage_with_the_motion_prior_logs_it(tmp_path: Path, tiny_corpus: Pa
 def test_lam_stage_on_cached_states_trains_on_those_clips_only(tmp_path: Path, tiny_corpus: Path) -> None:
     raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
         "model.world_model.warp": True, "model.world_model.warp_init": 0.2, "train.lam.motion_prior_weight": 1.0,
-        "train.lam.context": "pairs", "train.lam.cache_clips": 3, "train.lam.steps": 4})
+        "train.lam.context": "pairs", "train.lam.cache_clips": 3, "train.lam.steps": 4,
+        "data.shuffle_buffer": 0})  # a buffer would read ahead: here the count must be the cache's alone
     cfg = config_from_dict(raw)
     run_stage(cfg, "encoder")
     path = run_stage(cfg, "lam")
