@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps chromium test lint serve demo-model bench-train docs clean
+.PHONY: setup system-deps chromium test screenshots lint serve demo-model bench-train docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check training exporters service tests
 
-# Rebuilds models/demo/ from this repo (about 35 min on 2 CPU cores; recipe in configs/demo.yaml and training/bundle.py).
+# The README's console screenshots, taken by the browser tests (a plain `make test` leaves docs/img alone).
+screenshots: setup chromium
+	LAWM_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_console.py
+
+# Rebuilds models/demo/ from this repo (about 50 min on 2 CPU cores; recipe in configs/demo.yaml and training/bundle.py).
 demo-model: setup
 	$(VENV)/bin/lawm build-demo --out models/demo
 

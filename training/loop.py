@@ -331,7 +331,9 @@ def run_stage(
     if stage == "lam" and stage_cfg.cache_clips and end > start:
         # The encoder is frozen: encode the clips once (each rank its own share), then train on them.
         # A resumed run caches the clips of the pass it resumes at, in an order seeded by its first step.
-        cache = build_state_cache(model, batches, stage_cfg.cache_clips // info.world_size or 1,
+        # No more clips than the run will draw: a short stage (a fine-tune) need not encode the rest.
+        wanted = min(stage_cfg.cache_clips // info.world_size or 1, (end - start) * per_rank)
+        cache = build_state_cache(model, batches, wanted,
                                   with_shifts=bool(stage_cfg.motion_prior_weight),
                                   seed=cfg.train.seed * 1_000_003 + start * 101 + info.rank, device=info.device)
         inputs, cached = cache.batches(per_rank), len(cache)

@@ -1,7 +1,8 @@
 """The web console in a real browser: Playwright drives Debian's Chromium (headless, `/usr/bin/chromium`,
 installed by `make test`) against a real `lawm serve` process of the tiny exported model (with a
 controller), API keys on. Each view is used as a person would, its figures are checked against the
-API's own answers, a screenshot of it is saved to docs/img/console-*.png (used in the README), and no
+API's own answers, a screenshot of it is saved (to docs/img/console-*.png, used in the README, when
+LAWM_UPDATE_SCREENSHOTS=1; otherwise to a temporary folder, so a test run leaves the tree clean), and no
 test may leave an error in the browser's console (the one exception: the browser's own log line for
 an HTTP error status the test provoked on purpose, e.g. the 422 of an invalid upload).
 """
@@ -12,6 +13,7 @@ import base64
 import io
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in t
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a server process and a browser: ~30 s in all on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "img"
+SHOTS = ROOT / "docs" / "img" if os.environ.get("LAWM_UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "lawm-console"
 CHROMIUM = Path(os.environ.get("LAWM_CHROMIUM", "/usr/bin/chromium"))
 CARPHONE = sample_clips()["carphone_pristine"]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -107,7 +109,7 @@ def open_console(tab: Any, view: str) -> None:
 
 
 def shot(tab: Any, name: str, settle_ms: int = 0) -> None:
-    """Save docs/img/console-NAME.png; `settle_ms` lets a video player's loading animation fade first
+    """Save SHOTS/console-NAME.png; `settle_ms` lets a video player's loading animation fade first
     (cosmetic: nothing is asserted on time)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     tab.wait_for_timeout(settle_ms)

@@ -104,6 +104,16 @@ def test_lam_stage_on_cached_states_trains_on_those_clips_only(tmp_path: Path, t
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("world_model."))
 
 
+def test_a_short_lam_stage_caches_no_more_clips_than_it_draws(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
+        "train.lam.context": "pairs", "train.lam.cache_clips": 10, "train.lam.steps": 2, "data.shuffle_buffer": 0})
+    cfg = config_from_dict(raw)
+    run_stage(cfg, "encoder")
+    manifest = load_checkpoint(run_stage(cfg, "lam"), expected=cfg.model).manifest
+    assert manifest["data"]["cached_clips_rank0"] == 4  # 2 steps x batch 2, not the 10 asked for
+    assert manifest["data"]["clips_seen_by_rank0"] == 4
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("train.encoder.cache_clips", 8, "train.encoder.cache_clips: only the LAM stage caches states"),
     ("train.lam.cache_clips", 1, r"train.lam.cache_clips=1 is smaller than one batch \(train.lam.batch=2\)"),
