@@ -75,3 +75,22 @@ def test_a_negative_buffer_is_refused(good_folder: Path) -> None:
         DataConfig(shuffle_buffer=-1)
     with pytest.raises(ValueError, match="use 0 for no buffer"):
         ShuffleBuffer(VideoClipDataset(resolve_sources(good_folder), **CLIP), size=0)
+
+
+@pytest.mark.parametrize("buffer", [0, 64])
+def test_the_training_loader_mixes_only_when_asked(tmp_path: Path, tiny_corpus: Path, buffer: int) -> None:
+    from tests.conftest import tiny_config_dict
+    from training.config import config_from_dict
+    from training.distributed import DistInfo
+    from training.loop import clip_batches
+
+    def first_pass(shuffle_buffer: int) -> list[bytes]:
+        raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"data.shuffle_buffer": shuffle_buffer})
+        batches, dataset = clip_batches(config_from_dict(raw), DistInfo(0, 1, 0, torch.device("cpu")), 2)
+        clips = [clip.numpy().tobytes() for _ in range(6) for clip in next(batches)]  # 6 files x 2 clips
+        assert dataset.stats.clips == 12
+        return clips
+
+    plain, mixed = first_pass(0), first_pass(buffer)
+    assert sorted(plain) == sorted(mixed)  # one pass: the same clips either way
+    assert (plain == mixed) == (buffer == 0)
