@@ -45,7 +45,11 @@ def render_section(name: str, payload: dict[str, Any]) -> str:
             value = payload[key]
             if isinstance(value, dict):  # e.g. bench export's {runtime: why it was skipped}
                 value = "; ".join(f"{k}: {v}" for k, v in value.items())
-            parts.append(f"- **{key}**: {value}")
+            if isinstance(value, list):  # findings read one by one, not as one long paragraph
+                parts.append(f"- **{key}**:")
+                parts += [f"  - {item}" for item in value]
+            else:
+                parts.append(f"- **{key}**: {value}")
     parts += ["", markdown_table(payload.get("rows", [])), ""]
     for table in payload.get("tables", []):  # further titled tables (e.g. `lawm bench serve`'s summary)
         parts += [f"### {table['title']}", "", markdown_table(table.get("rows", [])), ""]

@@ -18,6 +18,13 @@ def test_tables_and_plots_come_from_the_json(tmp_path: Path) -> None:
     assert "![idm](img/idm.png)" in text and (tmp_path / "img" / "idm.png").stat().st_size > 1000
 
 
+def test_a_verdict_given_as_findings_is_a_nested_list(tmp_path: Path) -> None:
+    from training.reports import render_section
+
+    text = render_section("x", {"title": "T", "verdict": ["first finding", "second finding"], "rows": []})
+    assert "- **verdict**:\n  - first finding\n  - second finding\n" in text
+
+
 def test_markdown_table_formats_floats() -> None:
     assert markdown_table([{"x": 1.23456789, "y": "s"}]).splitlines()[-1] == "| 1.235 | s |"
     assert markdown_table([{"regularizer": "discrete |C|=16"}]).splitlines()[-1] == "| discrete \\|C\\|=16 |"
