@@ -65,6 +65,7 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
         wrapped = _LossModule(model, stage)
         decode_times, step_times, cached_times = [], [], []
         shifts = bool(getattr(cfg.train, stage).motion_prior_weight)
+        similarity = getattr(cfg.train, stage).motion_prior == "similarity"
         for repeat in range(repeats + 1):  # the first repeat warms up and is dropped
             dataset.set_epoch(repeat)
             clips = iter(dataset)
@@ -78,7 +79,7 @@ def bench_training(cfg: RunConfig, steps: int = 5, repeats: int = 5, stages: tup
                 decode.append(t1 - t0)
                 compute.append(t2 - t1)
                 if stage == "lam":  # the same step on states encoded beforehand (the cache's)
-                    states = encode_batch(model, video, shifts)
+                    states = encode_batch(model, video, shifts, similarity)
                     t3 = time.perf_counter()
                     train_step(wrapped, optimizers, states, 1.0)
                     cached.append(time.perf_counter() - t3)

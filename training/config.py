@@ -205,6 +205,11 @@ class StageConfig(Strict):
     # gives the IDM the camera's motion as a direct target where the warp term's gradient through the
     # token grid is weak (docs/results.md, "LAM recipe"). Not in the paper.
     motion_prior_weight: float = Field(default=0.0, ge=0.0)
+    # What the motion prior measures: "translation", the global shift alone; "similarity", the shift
+    # and the zoom about the frame's centre (a search over scales, training/motion.py), so the warp
+    # must also scale and the IDM must carry the zoom, which the translation leaves out (measured:
+    # docs/results.md, "LAM recipe"). About 17 ms a step pair on a CPU core, paid once with the cache.
+    motion_prior: Literal["translation", "similarity"] = "translation"
     # LAM stage: what the world model predicts each target from. "full": teacher forcing over the
     # whole clip (the paper's block-causal recipe). "pairs": every clip is cut into its one-step
     # pairs (s_t, s_{t+1}), so the motion cannot be read from the clip's history and only the latent

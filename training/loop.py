@@ -95,17 +95,18 @@ def lam_stage_loss(
     warp_weight: float = 0.0,
     context: str = "full",
     motion_prior_weight: float = 0.0,
+    motion_prior: str = "translation",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The LAM loss on clips `[B, T, 3, H, W]` (encoded here by the frozen encoder) or on their
     cached states (train.lam.cache_clips)."""
     if not isinstance(batch, StateBatch):
-        batch = encode_batch(model, batch, with_shifts=bool(motion_prior_weight))
-    states, shift = batch.states, batch.shifts  # frozen [B, S, N, D]; [B, S-1, 2] tokens or None
+        batch = encode_batch(model, batch, with_shifts=bool(motion_prior_weight), similarity=motion_prior == "similarity")
+    states, shift = batch.states, batch.shifts  # frozen [B, S, N, D]; [B, S-1, 2 | 3] (tokens, log zoom) or None
     if motion_prior_weight and shift is None:
         raise ValueError("the motion prior needs each step's measured shift: cache the states with their shifts")
     if context == "pairs":
         states = one_step_pairs(states)  # [B*(S-1), 2, N, D]
-        shift = None if shift is None else shift.reshape(-1, 1, 2)  # [B*(S-1), 1, 2], pair by pair
+        shift = None if shift is None else shift.reshape(-1, 1, shift.shape[-1])  # [B*(S-1), 1, 2 | 3], pair by pair
     out = model.lam_loss(states, regularizer_weight=regularizer_weight, warp_weight=warp_weight,
                          motion_shift=shift, motion_weight=motion_prior_weight)
     stats = {"prediction_l1": out.prediction_loss.item(), "regularizer": out.regularizer_loss.item()}
@@ -145,11 +146,12 @@ class _LossModule(nn.Module):
         self.warp_weight = 0.0  # the LAM stage's warp term (train.lam.warp_weight)
         self.context = "full"  # the LAM stage's world-model context (train.lam.context)
         self.motion_prior_weight = 0.0  # the LAM stage's motion prior (train.lam.motion_prior_weight)
+        self.motion_prior = "translation"  # and what it measures (train.lam.motion_prior)
 
     def forward(self, batch: torch.Tensor | StateBatch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.stage == "lam":
             return lam_stage_loss(self.model, batch, self.regularizer_weight, self.warp_weight, self.context,
-                                  self.motion_prior_weight)
+                                  self.motion_prior_weight, self.motion_prior)
         if self.stage == "encoder":
             return encoder_stage_loss(self.model, batch, **self.encoder_options)
         return LOSSES[self.stage](self.model, batch)
@@ -316,6 +318,7 @@ def run_stage(
     loss_module.warp_weight = stage_cfg.warp_weight
     loss_module.context = stage_cfg.context
     loss_module.motion_prior_weight = stage_cfg.motion_prior_weight
+    loss_module.motion_prior = stage_cfg.motion_prior
     wrapped: nn.Module = loss_module
     if info.enabled:
         wrapped = DistributedDataParallel(loss_module, find_unused_parameters=False)
@@ -335,6 +338,7 @@ def run_stage(
         wanted = min(stage_cfg.cache_clips // info.world_size or 1, (end - start) * per_rank)
         cache = build_state_cache(model, batches, wanted,
                                   with_shifts=bool(stage_cfg.motion_prior_weight),
+                                  similarity=stage_cfg.motion_prior == "similarity",
                                   seed=cfg.train.seed * 1_000_003 + start * 101 + info.rank, device=info.device)
         inputs, cached = cache.batches(per_rank), len(cache)
     metrics_path = out / "metrics.jsonl"

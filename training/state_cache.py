@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from training.models.lam import LatentActionModel
-from training.motion import state_shifts
+from training.motion import state_shifts, state_similarity
 
 log = logging.getLogger("lawm.train")
 
@@ -27,7 +27,7 @@ class StateBatch:
     """What one LAM step trains on: frozen states and, for the motion prior, their shifts."""
 
     states: torch.Tensor  # [B, S, N, D]
-    shifts: torch.Tensor | None = None  # [B, S-1, 2] content shift per step, in tokens
+    shifts: torch.Tensor | None = None  # [B, S-1, 2 | 3] content shift per step in tokens (and log zoom)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> StateBatch:
         shifts = None if self.shifts is None else self.shifts.to(device, non_blocking=non_blocking)
@@ -37,16 +37,21 @@ class StateBatch:
         return len(self.states)
 
 
-def token_shifts(model: LatentActionModel, video: torch.Tensor) -> torch.Tensor:
-    """The content's shift per latent step, measured by phase correlation and expressed in tokens:
-    uint8 `[B, T, 3, H, W]` -> `[B, S-1, 2]` (the motion prior's target)."""
-    return state_shifts(video, model.cfg.encoder.tubelet) * model.encoder.grid / video.shape[-1]
+def token_shifts(model: LatentActionModel, video: torch.Tensor, similarity: bool = False) -> torch.Tensor:
+    """The content's motion per latent step, measured by phase correlation, its shift expressed in
+    tokens: uint8 `[B, T, 3, H, W]` -> `[B, S-1, 2]` (the motion prior's target), or with `similarity`
+    `[B, S-1, 3]`: the shift after undoing the zoom, and the log zoom (`training.motion.phase_similarity`)."""
+    tubelet = model.cfg.encoder.tubelet
+    motion = state_similarity(video, tubelet) if similarity else state_shifts(video, tubelet)
+    to_tokens = torch.ones(motion.shape[-1], dtype=motion.dtype, device=motion.device)
+    to_tokens[:2] = model.encoder.grid / video.shape[-1]
+    return motion * to_tokens
 
 
 @torch.no_grad()
-def encode_batch(model: LatentActionModel, video: torch.Tensor, with_shifts: bool) -> StateBatch:
+def encode_batch(model: LatentActionModel, video: torch.Tensor, with_shifts: bool, similarity: bool = False) -> StateBatch:
     """A batch of clips `[B, T, 3, H, W]` as the LAM stage trains on it."""
-    return StateBatch(model.encode(video), token_shifts(model, video) if with_shifts else None)
+    return StateBatch(model.encode(video), token_shifts(model, video, similarity) if with_shifts else None)
 
 
 class StateCache:
@@ -55,7 +60,7 @@ class StateCache:
     def __init__(self, states: torch.Tensor, shifts: torch.Tensor | None, seed: int) -> None:
         if shifts is not None and shifts.shape[:2] != (states.shape[0], states.shape[1] - 1):
             raise ValueError(f"shifts {tuple(shifts.shape)} do not fit states {tuple(states.shape)}")
-        self.states, self.shifts = states, shifts  # [C, S, N, D], [C, S-1, 2] | None
+        self.states, self.shifts = states, shifts  # [C, S, N, D], [C, S-1, 2 | 3] | None
         self.generator = torch.Generator().manual_seed(seed)
         self._order = torch.empty(0, dtype=torch.long)
 
@@ -81,7 +86,7 @@ class StateCache:
 @torch.no_grad()
 def build_state_cache(
     model: LatentActionModel, clips: Iterator[torch.Tensor], count: int, with_shifts: bool, seed: int,
-    device: torch.device | None = None,
+    device: torch.device | None = None, similarity: bool = False,
 ) -> StateCache:
     """Encode `count` clips taken from `clips` (batches `[B, T, 3, H, W]`) with the frozen encoder.
     The states are kept in float32 on the CPU (`[count, S, N, D]`: 256 KiB a clip for the demo's encoder)."""
@@ -94,7 +99,7 @@ def build_state_cache(
         video = next(clips)[: count - got]
         if device is not None:
             video = video.to(device, non_blocking=True)
-        encoded = encode_batch(model, video, with_shifts)
+        encoded = encode_batch(model, video, with_shifts, similarity)
         states.append(encoded.states.float().cpu())
         if encoded.shifts is not None:
             shifts.append(encoded.shifts.float().cpu())

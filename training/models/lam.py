@@ -35,6 +35,28 @@ def one_step_pairs(states: torch.Tensor) -> torch.Tensor:
     return pairs.reshape(b * (t - 1), 2, *states.shape[2:])
 
 
+def motion_prior_l1(affine: torch.Tensor, motion: torch.Tensor, grid: int) -> torch.Tensor:
+    """How far a warp `[B, T, 6]` (`warp_tokens`' (a, b, c, d, tx, ty)) is from undoing the measured
+    motion `[B, T, 2 | 3]`.
+
+    The warp reads each output cell from where its content was. A shift (dx, dy) (tokens) alone asks
+    for the translation (-dx, -dy): the L1 of the translation. With a third column, the log zoom σ
+    (content at p lies at e^σ·(p + shift): `training.motion.phase_similarity`), the warp must also
+    scale by e^-σ: a = d = e^-σ - 1. A zoom moves the grid's edge more than its centre, so the error
+    is measured where it lands: the L1 of the displacement field (the diagonal and the translation;
+    rotation and shear are not measured, so left free) over the grid's cells, which for σ = 0 and an
+    unscaled warp equals the translation's L1."""
+    if motion.shape[-1] == 2:
+        return F.l1_loss(affine[..., 4:], -motion)
+    if motion.shape[-1] != 3:
+        raise ValueError(f"the measured motion has 2 (shift) or 3 (shift, log zoom) columns, not {motion.shape[-1]}")
+    axis = torch.arange(grid, device=affine.device, dtype=affine.dtype) - (grid - 1) / 2  # [g] cell centres, tokens
+    scale = torch.exp(-motion[..., 2:3]) - 1  # [B, T, 1]: target a = d
+    error_x = (affine[..., 0:1] - scale) * axis + (affine[..., 4:5] + motion[..., 0:1])  # [B, T, g] per column
+    error_y = (affine[..., 3:4] - scale) * axis + (affine[..., 5:6] + motion[..., 1:2])  # [B, T, g] per row
+    return 0.5 * (error_x.abs().mean() + error_y.abs().mean())
+
+
 @dataclass
 class LamOutput:
     loss: torch.Tensor
@@ -89,9 +111,9 @@ class LatentActionModel(nn.Module):
     ) -> LamOutput:
         """Teacher-forced LAM loss on frozen states `[B, T, N, D]`. With a warping world model, plus
         `warp_weight` times the L1 of the latent's warp of each state alone against the next state,
-        and `motion_weight` times the L1 of the warp's translation against `motion_shift` `[B, T-1, 2]`
-        (the content's measured shift per step, in tokens: the warp reads each output cell from where
-        its content was, so it should translate by minus the shift)."""
+        and `motion_weight` times `motion_prior_l1` of the warp against `motion_shift` `[B, T-1, 2 | 3]`
+        (the content's measured motion per step: a shift in tokens, and with a third column its log
+        zoom)."""
         reg = self.regularizer(self.idm(states))  # z [B, T-1, Z]
         prediction_loss, _ = teacher_forced_loss(self.world_model, states, reg.z)
         total = prediction_loss + regularizer_weight * reg.loss
@@ -105,8 +127,8 @@ class LatentActionModel(nn.Module):
         if motion_weight:
             if motion_shift is None:
                 raise ValueError("motion_weight needs the measured motion_shift of every step")
-            translation = self.world_model.warp_modulation(reg.z)[..., 4:]  # [B, T-1, 2] (tx, ty) in tokens
-            prior_l1 = F.l1_loss(translation, -motion_shift)
+            affine = self.world_model.warp_modulation(reg.z)  # [B, T-1, 6] (a, b, c, d, tx, ty), tokens
+            prior_l1 = motion_prior_l1(affine, motion_shift, self.world_model.grid)
             total = total + motion_weight * prior_l1
             stats["motion_prior_l1"] = prior_l1.detach()
         return LamOutput(total, prediction_loss, reg.loss, reg.z, stats)

@@ -72,10 +72,11 @@ def test_lam_stage_with_the_warp_term_logs_it_and_moves_the_warp(tmp_path: Path,
     assert load_checkpoint(path, expected=cfg.model).tensors["world_model.warp_modulation.bias"].abs().sum() > 0
 
 
-def test_lam_stage_with_the_motion_prior_logs_it(tmp_path: Path, tiny_corpus: Path) -> None:
+@pytest.mark.parametrize("kind", ["translation", "similarity"])
+def test_lam_stage_with_the_motion_prior_logs_it(tmp_path: Path, tiny_corpus: Path, kind: str) -> None:
     raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{
         "model.world_model.warp": True, "model.world_model.warp_init": 0.2, "train.lam.motion_prior_weight": 2.0,
-        "train.lam.context": "pairs"})
+        "train.lam.context": "pairs", "train.lam.motion_prior": kind})
     cfg = config_from_dict(raw)
     run_stage(cfg, "encoder")
     path = run_stage(cfg, "lam")
@@ -127,6 +128,12 @@ def test_a_state_cache_that_cannot_work_is_refused(tmp_path: Path, tiny_corpus: 
 def test_a_motion_prior_without_a_warping_world_model_is_refused(tmp_path: Path, tiny_corpus: Path) -> None:
     raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.motion_prior_weight": 0.5})
     with pytest.raises(ValueError, match=r"train.lam.motion_prior_weight=0.5 needs a warping world model"):
+        config_from_dict(raw)
+
+
+def test_an_unknown_motion_prior_is_refused_with_the_known_ones(tmp_path: Path, tiny_corpus: Path) -> None:
+    raw = tiny_config_dict(str(tmp_path), [str(tiny_corpus)], **{"train.lam.motion_prior": "homography"})
+    with pytest.raises(ValueError, match=r"motion_prior[\s\S]*'translation' or 'similarity'"):
         config_from_dict(raw)
 
 

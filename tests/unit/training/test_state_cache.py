@@ -82,3 +82,28 @@ def test_the_motion_prior_needs_the_cached_shifts() -> None:
     model = tiny_model()
     with pytest.raises(ValueError, match="the motion prior needs each step's measured shift"):
         lam_stage_loss(model, StateBatch(torch.zeros(2, 4, 4, 16)), motion_prior_weight=1.0)
+
+
+def test_the_similarity_prior_caches_the_zoom_beside_the_shift_in_tokens() -> None:
+    from training.config import EncoderConfig, IdmConfig, ModelConfig, RegularizerConfig, WorldModelConfig
+    from training.models.lam import LatentActionModel
+    from training.motion import state_similarity
+
+    torch.manual_seed(0)
+    model = LatentActionModel(ModelConfig(
+        encoder=EncoderConfig(image_size=32, patch=16, tubelet=2, dim=16, depth=1, heads=2),
+        idm=IdmConfig(dim=16, depth=1, heads=2, latent_dim=4),
+        world_model=WorldModelConfig(dim=16, depth=1, heads=2, max_steps=4, warp=True, warp_init=0.2),
+        regularizer=RegularizerConfig(kind="none"),
+    )).eval()
+    video = (torch.rand(3, 8, 3, 32, 32) * 255).to(torch.uint8)
+    cache = build_state_cache(model, clips_of(video, 2), count=3, with_shifts=True, seed=0, similarity=True)
+    measured = state_similarity(video, tubelet=2)  # [3, 3, 3]: pixels, pixels, log zoom
+    assert cache.shifts is not None and cache.shifts.shape == (3, 3, 3)
+    assert torch.allclose(cache.shifts[..., :2], measured[..., :2] * model.encoder.grid / 32, atol=1e-5)
+    assert torch.allclose(cache.shifts[..., 2], measured[..., 2], atol=1e-6)  # a ratio: no unit to convert
+    for context in ("full", "pairs"):
+        from_video, stats = lam_stage_loss(model, video, context=context, motion_prior_weight=1.0, motion_prior="similarity")
+        from_cache, _ = lam_stage_loss(model, StateBatch(cache.states, cache.shifts), context=context,
+                                       motion_prior_weight=1.0, motion_prior="similarity")
+        assert torch.allclose(from_video, from_cache, atol=1e-5) and stats["motion_prior_l1"] > 0

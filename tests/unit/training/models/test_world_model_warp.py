@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -199,3 +201,42 @@ def test_the_motion_prior_alone_teaches_the_warp_to_translate_against_the_conten
     with torch.no_grad():
         translation = lam.world_model.warp_modulation(lam.latent_actions(states))[..., 4:]
     assert (translation + shift).abs().mean() < 0.1 * shift.abs().mean()
+
+
+@settings(max_examples=25, deadline=None)
+@given(tx=st.floats(-2, 2), ty=st.floats(-2, 2), dx=st.floats(-2, 2), dy=st.floats(-2, 2))
+def test_the_similarity_prior_without_a_zoom_is_the_translation_prior(tx: float, ty: float, dx: float, dy: float) -> None:
+    from training.models.lam import motion_prior_l1
+
+    warp = affine(tx=tx, ty=ty).double()  # [1, 1, 6]
+    unscaled = torch.tensor([[[dx, dy, 0.0]]], dtype=torch.float64)
+    assert motion_prior_l1(warp, unscaled, G).item() == pytest.approx(
+        motion_prior_l1(warp, unscaled[..., :2], G).item(), rel=1e-9, abs=1e-12)
+
+
+def test_the_warp_the_similarity_prior_asks_for_undoes_the_zoom() -> None:
+    """Content at p lies at e^σ·(p + u) in the next state: the warp at the prior's target (a = d =
+    e^-σ - 1, translation -u) reads every cell of the next state from where its content was, and the
+    prior is zero there and positive elsewhere."""
+    from training.models.lam import motion_prior_l1
+
+    sigma, u = 0.1, (0.3, -0.2)
+    centre = (G - 1) / 2
+    axis = torch.arange(G, dtype=torch.float64) - centre
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    position = torch.stack([x, y], -1).reshape(1, 1, N, 2)  # a state whose tokens are their own position
+    moved = position.clone()  # what the next state holds at each cell: the position its content came from
+    moved[..., 0] = x.reshape(-1) / math.exp(sigma) - u[0]
+    moved[..., 1] = y.reshape(-1) / math.exp(sigma) - u[1]
+    scale = math.exp(-sigma) - 1
+    target = torch.tensor([[[scale, 0.0, 0.0, scale, -u[0], -u[1]]]], dtype=torch.float64)
+    warped = warp_tokens(position, target, G)
+    inside = (moved.abs() <= centre).all(-1)  # cells whose source lies on the grid (the border repeats)
+    assert torch.allclose(warped[inside], moved[inside], atol=1e-9)
+    motion = torch.tensor([[[u[0], u[1], sigma]]], dtype=torch.float64)
+    assert motion_prior_l1(target, motion, G).item() == pytest.approx(0.0, abs=1e-12)
+    translation_only = target.clone()
+    translation_only[..., [0, 3]] = 0
+    assert motion_prior_l1(translation_only, motion, G).item() > 0.05  # the zoom is not left out
+    with pytest.raises(ValueError, match="2 .shift. or 3"):
+        motion_prior_l1(target, torch.zeros(1, 1, 4, dtype=torch.float64), G)
