@@ -121,18 +121,21 @@ def _block_median_shift(grey_a: torch.Tensor, grey_b: torch.Tensor) -> torch.Ten
     return torch.stack(shifts, dim=1).median(dim=1).values  # [M, 9, 2] -> [M, 2]
 
 
+def _consecutive_firsts(video: torch.Tensor, tubelet: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first frames of consecutive states, paired: `[B, T, 3, H, W]` -> two `[B*(S-1), 3, H, W]`
+    (the span a latent step covers, and the generator's step motion)."""
+    firsts = video[:, ::tubelet]  # [B, S, 3, H, W]
+    return firsts[:, :-1].flatten(0, 1), firsts[:, 1:].flatten(0, 1)
+
+
 def state_shifts(video: torch.Tensor, tubelet: int) -> torch.Tensor:
     """Measured motion per latent step: `[B, T, 3, H, W]` -> `[B, S-1, 2]` (pixels), between the first
-    frames of consecutive states (the span a latent step covers, and the generator's step motion)."""
-    firsts = video[:, ::tubelet]  # [B, S, 3, H, W]
-    b, s = firsts.shape[:2]
-    shifts = phase_shifts(firsts[:, :-1].flatten(0, 1), firsts[:, 1:].flatten(0, 1))  # [B*(S-1), 2]
-    return shifts.reshape(b, s - 1, 2)
+    frames of consecutive states."""
+    steps = (video.shape[1] + tubelet - 1) // tubelet - 1  # S - 1: one per pair of first frames
+    return phase_shifts(*_consecutive_firsts(video, tubelet)).reshape(len(video), steps, 2)
 
 
 def state_similarity(video: torch.Tensor, tubelet: int) -> torch.Tensor:
     """`state_shifts` with the zoom: `[B, T, 3, H, W]` -> `[B, S-1, 3]` (dx, dy in pixels, log scale)."""
-    firsts = video[:, ::tubelet]  # [B, S, 3, H, W]
-    b, s = firsts.shape[:2]
-    motion = phase_similarity(firsts[:, :-1].flatten(0, 1), firsts[:, 1:].flatten(0, 1))  # [B*(S-1), 3]
-    return motion.reshape(b, s - 1, 3)
+    steps = (video.shape[1] + tubelet - 1) // tubelet - 1  # S - 1: one per pair of first frames
+    return phase_similarity(*_consecutive_firsts(video, tubelet)).reshape(len(video), steps, 3)
